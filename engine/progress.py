@@ -1,0 +1,133 @@
+"""One progress event type for every long job (extract, train, swap, evaluate).
+
+Jobs call a `Reporter` with `Progress` events; consumers (the CLI's tqdm bar, CSV logs, the web
+page) subscribe to the same stream, so no consumer ever needs its own copy of a job's loop.
+Stop requests travel the other way through a `StopFlag` that the job polls once per step.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Progress:
+    """A snapshot of a running job.
+
+    `metrics` holds job-specific figures (e.g. `loss_a`, `loss_b`, `faces`), `preview` an RGB
+    uint8 image when the job has one to show (training preview grid, swapped frame).
+    """
+
+    job: str
+    step: int
+    total: int | None = None
+    unit: str = "it"
+    rate: float | None = None  # units per second
+    eta_s: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+    preview: np.ndarray | None = None
+    done: bool = False
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.total:
+            return None
+        return min(1.0, self.step / self.total)
+
+
+Listener = Callable[[Progress], None]
+
+
+class Reporter:
+    """Fans progress events out to listeners and derives rate and ETA from step timings."""
+
+    def __init__(self, job: str, total: int | None = None, unit: str = "it",
+                 listeners: Iterable[Listener] = (), start_step: int = 0) -> None:
+        self.job, self.total, self.unit = job, total, unit
+        self.listeners: list[Listener] = list(listeners)
+        self._t0 = time.perf_counter()
+        self._start_step = start_step
+        self._rate: float | None = None
+
+    def add(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def __call__(self, step: int, *, metrics: dict[str, float] | None = None, message: str = "",
+                 preview: np.ndarray | None = None, done: bool = False,
+                 total: int | None = None) -> Progress:
+        if total is not None:
+            self.total = total
+        elapsed = time.perf_counter() - self._t0
+        done_steps = step - self._start_step
+        rate = done_steps / elapsed if elapsed > 0 and done_steps > 0 else None
+        # smooth the rate so that the ETA does not jump around
+        if rate is not None:
+            self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
+        eta = None
+        if self._rate and self.total is not None:
+            eta = max(0.0, (self.total - step) / self._rate)
+        event = Progress(job=self.job, step=step, total=self.total, unit=self.unit, rate=self._rate,
+                         eta_s=eta, metrics=dict(metrics or {}), message=message, preview=preview,
+                         done=done)
+        for listener in self.listeners:
+            listener(event)
+        return event
+
+
+class StopFlag:
+    """A thread-safe stop request that jobs poll once per step (set by Stop buttons and signals)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+
+class TqdmListener:
+    """Shows progress events as a tqdm bar on the terminal, with the metrics as a postfix."""
+
+    def __init__(self, desc: str | None = None, **tqdm_kwargs) -> None:
+        self.desc = desc
+        self.kwargs = tqdm_kwargs
+        self.bar = None
+
+    def __call__(self, event: Progress) -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=event.total, desc=self.desc or event.job, unit=event.unit,
+                            initial=event.step, dynamic_ncols=True, **self.kwargs)
+        if event.total is not None and self.bar.total != event.total:
+            self.bar.total = event.total
+        self.bar.update(event.step - self.bar.n)
+        if event.metrics:
+            self.bar.set_postfix({k: _short(v) for k, v in event.metrics.items()}, refresh=False)
+        if event.message:
+            self.bar.set_description_str(f"{self.desc or event.job}: {event.message}", refresh=False)
+        self.bar.refresh()
+        if event.done:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _short(value: float) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
