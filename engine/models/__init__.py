@@ -1,0 +1,14 @@
+"""Face-swap models: presets of one shared encoder with one decoder per identity, and their folders.
+
+    model = build_model("lite")                 # or "original", "dfl-h128", "intracoder"
+    rgb, mask = model(faces_a, "b")             # A's faces rendered as B
+    save_model(folder, model, {"iteration": 1000})
+    model, meta = load_model(folder)
+"""
+
+from .model import FaceSwapModel, build_model
+from .presets import PRESETS, PresetInfo, default_preset
+from .store import is_model_dir, load_model, save_model
+
+__all__ = ["FaceSwapModel", "build_model", "PRESETS", "PresetInfo", "default_preset",
+           "save_model", "load_model", "is_model_dir"]

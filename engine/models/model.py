@@ -1,0 +1,79 @@
+"""One shared encoder, one decoder per identity: the model every preset builds.
+
+Swapping is `model(face_of_a, "b")`: encode with the shared encoder, decode with B's decoder. The
+trainer optimises all parameters; it only needs `encoder`, `shared_decoder` and `decoders` to know
+which parts are shared (e.g. to freeze them or give them their own learning rate).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from engine.errors import UserError
+
+from .presets import BUILDERS, PRESETS
+
+
+class FaceSwapModel(nn.Module):
+    def __init__(self, preset: str, resolution: int, learn_mask: bool, identities: tuple[str, ...],
+                 options: dict[str, int]):
+        super().__init__()
+        parts = BUILDERS[preset](resolution, learn_mask, **options)
+        self.resolution = resolution
+        self.learn_mask = learn_mask
+        self.identities = identities
+        self.encoder = parts.encoder
+        self.shared_decoder = parts.shared_decoder
+        self.decoders = nn.ModuleDict({side: parts.make_decoder() for side in identities})
+        # everything build_model needs to rebuild this exact architecture; stored next to the weights
+        self.config = {"preset": preset, "resolution": resolution, "learn_mask": learn_mask,
+                       "identities": list(identities), **options}
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, R, R) in [0, 1] -> latent."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Latent -> (RGB (N, 3, R, R), mask (N, 1, R, R) or None), both in [0, 1]."""
+        if side not in self.decoders:
+            raise KeyError(f"no decoder for identity {side!r}; this model has {list(self.identities)}")
+        out = self.decoders[side](self.shared_decoder(z))
+        return out[:, :3], (out[:, 3:4] if self.learn_mask else None)
+
+    def forward(self, x: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.decode(self.encode(x), side)
+
+
+def build_model(preset: str, *, resolution: int | None = None, learn_mask: bool = False,
+                identities=("a", "b"), **preset_kwargs) -> FaceSwapModel:
+    """Build a fresh model; `build_model(**model.config)` rebuilds the same architecture."""
+    info = PRESETS.get(preset)
+    if info is None:
+        raise UserError(f"unknown model preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    unknown = set(preset_kwargs) - set(info.options)
+    if unknown:
+        allowed = ", ".join(info.options) or "none"
+        raise UserError(f"preset {preset!r} has no option {', '.join(sorted(unknown))}; its options: {allowed}")
+    resolution = int(resolution or info.resolution)
+    _check_resolution(preset, resolution, info.resolutions)
+    identities = tuple(str(side) for side in identities)
+    _check_identities(identities)
+    options = {name: int(preset_kwargs.get(name, default)) for name, default in info.options.items()}
+    return FaceSwapModel(preset, resolution, bool(learn_mask), identities, options)
+
+
+def _check_resolution(preset: str, resolution: int, allowed: tuple[int, ...]) -> None:
+    if allowed and resolution not in allowed:
+        raise UserError(f"preset {preset!r} is built for {' or '.join(map(str, allowed))} px, not {resolution}: "
+                        "drop the resolution option or pick the intracoder preset")
+    if resolution < 64 or resolution % 16:
+        raise UserError(f"resolution {resolution} is not supported: use a multiple of 16, at least 64")
+
+
+def _check_identities(identities: tuple[str, ...]) -> None:
+    if len(identities) < 1 or len(set(identities)) != len(identities):
+        raise UserError(f"identities must be distinct names, got {list(identities)}")
+    bad = [side for side in identities if not side or "." in side]
+    if bad:
+        raise UserError(f"identity names must be non-empty and have no dots, got {bad}")

@@ -1,0 +1,87 @@
+"""Face sets as uint8 tensors on the training device, and the batches drawn from them.
+
+Faces stay uint8 on the device (a quarter of the float size) and augment.warp_batch turns each
+batch into float crops there, so a GPU run never waits on CPU-side image decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.errors import UserError
+
+
+@dataclass
+class FacePool:
+    """The faces of one side that this process trains on."""
+
+    name: str  # the face-set path, for messages
+    faces: torch.Tensor  # (N, 3, S, S) uint8 RGB on the training device
+    coverage: float  # the face set's crop coverage; the model re-crops to its own
+
+    def __len__(self) -> int:
+        return self.faces.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.faces.shape[-1]
+
+
+def open_faceset(path: str | Path):
+    """Open a face set, turning every way it can be missing into a UserError with the fix."""
+    from engine.faces.faceset import FaceSet
+
+    path = Path(path)
+    hint = "point --faces-a/--faces-b at a folder made by `python -m engine extract`"
+    if not path.is_dir():
+        raise UserError(f"face set {path} does not exist: {hint}")
+    if not (path / "faces.json").is_file():
+        raise UserError(f"{path} is not a face set (no faces.json): {hint}")
+    faceset = FaceSet(path)
+    if len(faceset) == 0:
+        raise UserError(f"face set {path} holds no faces: extract faces into it first ({hint})")
+    return faceset
+
+
+def rank_indices(count: int, rank: int, world_size: int) -> np.ndarray:
+    """Every world_size-th face from `rank` on, so that ranks train on disjoint, similar slices."""
+    if count < world_size:
+        raise UserError(f"a face set has {count} faces, fewer than the {world_size} training processes: "
+                        "extract more faces or start fewer processes")
+    return np.arange(rank, count, world_size)
+
+
+def load_pool(path: str | Path, device: torch.device, rank: int = 0, world_size: int = 1) -> FacePool:
+    """Load this rank's slice of a face set onto `device` as (N, 3, S, S) uint8."""
+    faceset = open_faceset(path)
+    keep = rank_indices(len(faceset), rank, world_size)
+    images = faceset.load_images()[keep]  # (N, S, S, 3) uint8 RGB
+    faces = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
+    return FacePool(name=str(path), faces=faces, coverage=float(faceset.coverage))
+
+
+class BatchSampler:
+    """Draws batches without replacement and reshuffles each epoch, so every face is seen equally often.
+
+    Sets smaller than a batch wrap around into the next shuffle instead of failing.
+    """
+
+    def __init__(self, pool: FacePool, batch_size: int, generator: torch.Generator) -> None:
+        self.pool, self.batch_size, self.generator = pool, batch_size, generator
+        self._queue = torch.empty(0, dtype=torch.long)
+
+    def next(self) -> torch.Tensor:
+        while self._queue.numel() < self.batch_size:
+            self._queue = torch.cat([self._queue, torch.randperm(len(self.pool), generator=self.generator)])
+        take, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size:]
+        return self.pool.faces[take.to(self.pool.faces.device)]
+
+
+def preview_faces(pool: FacePool, rows: int) -> torch.Tensor:
+    """A fixed, evenly spread choice of faces, so successive previews show the same people."""
+    picks = np.linspace(0, len(pool) - 1, num=min(rows, len(pool))).round().astype(np.int64)
+    return pool.faces[torch.from_numpy(picks).to(pool.faces.device)]
