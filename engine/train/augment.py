@@ -1,0 +1,179 @@
+"""Warped-face augmentation, batched in torch on the training device.
+
+The classic recipe: a random similarity (rotation, zoom, shift, flip) shared by input and target,
+plus a smooth random warp applied to the input only. The model must undo the warp, so it learns
+what a face of this identity looks like instead of copying pixels; because input and target share
+everything but the warp, it is never asked to guess a different pose.
+
+Everything happens in one sampling step per image: face-set crops (uint8, size S at the face set's
+coverage) are re-cropped to the model's coverage and resolution with the same geometry as
+`engine.faces.align.recrop_matrix`, so training crops match the crops the swap step feeds in.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import kornia
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.faces.align import FACESET_COVERAGE, recrop_matrix
+from engine.faces.mask import face_region_mask
+
+MODEL_COVERAGE = 0.85  # models see brows to chin with a little margin; face_region_mask fits inside
+WARP_GRID = 5  # control points per side of the random warp
+WARP_REFERENCE_SIDE = 256  # the warp strength is given in pixels of a face-set crop this big
+
+
+def warp_batch(faces_u8: torch.Tensor, *, resolution: int, src_coverage: float = FACESET_COVERAGE,
+               model_coverage: float, generator: torch.Generator | None = None, warp: bool = True,
+               color_jitter: float = 0.0, rotation: float = 10.0, zoom: float = 0.05, shift: float = 0.05,
+               flip: float = 0.4, warp_px: float = 5.0, mask: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Augment a batch: -> (warped input, target, face-mask target or None), float (N, C, R, R) in [0, 1].
+
+    faces_u8: (N, 3, S, S) uint8 face-set crops on the training device.
+    rotation: max degrees either way; zoom, shift: max fraction either way; flip: probability.
+    warp_px: std-dev of the warp control points, in pixels of a 256 px crop at the face-set coverage
+        (scaled to the face's size at any other resolution). `warp=False` gives input == target.
+    color_jitter: max LAB shift; L moves up to 100 * j, a and b up to 32 * j (0.3 ~ faceswap's default).
+    mask: also return `face_region_mask` moved by the target's transform, (N, 1, R, R).
+    """
+    n, device = faces_u8.shape[0], faces_u8.device
+    draw = _Draw(n, generator, device)
+    augment = _random_similarity(draw, rotation, zoom, shift, flip, resolution)
+    theta = _recrop_theta(faces_u8.shape[-1], src_coverage, resolution, model_coverage, device) @ augment
+    grid = _pixel_grid(resolution, device).expand(n, -1, -1, -1)
+    source = _prefilter(faces_u8, resolution * model_coverage / (faces_u8.shape[-1] * src_coverage))
+    target = _sample(source, _apply(theta, grid))
+    if warp and warp_px > 0:
+        # face-relative strength: the face square spans 2 * model_coverage in normalised units
+        sigma = warp_px / (WARP_REFERENCE_SIDE * FACESET_COVERAGE) * 2 * model_coverage
+        warped = _sample(source, _apply(theta, grid + _smooth_field(draw, sigma, resolution)))
+    else:
+        warped = target.clone()
+    if color_jitter > 0:
+        shifts = _lab_shifts(draw, color_jitter)
+        warped, target = _shift_lab(warped, shifts), _shift_lab(target, shifts)
+    mask_target = None
+    if mask:
+        template = _face_mask(source.shape[-1], src_coverage, str(device)).expand(n, 1, -1, -1)
+        mask_target = F.grid_sample(template, _apply(theta, grid), mode="bilinear", padding_mode="zeros",
+                                    align_corners=False)
+    return warped, target, mask_target
+
+
+def center_crop_batch(faces_u8: torch.Tensor, *, resolution: int, src_coverage: float = FACESET_COVERAGE,
+                      model_coverage: float) -> torch.Tensor:
+    """The plain re-crop (no augmentation) for previews and swaps: float (N, 3, R, R) in [0, 1]."""
+    theta = _recrop_theta(faces_u8.shape[-1], src_coverage, resolution, model_coverage, faces_u8.device)
+    grid = _apply(theta.expand(faces_u8.shape[0], -1, -1), _pixel_grid(resolution, faces_u8.device))
+    source = _prefilter(faces_u8, resolution * model_coverage / (faces_u8.shape[-1] * src_coverage))
+    return _sample(source, grid)
+
+
+class _Draw:
+    """Random numbers from `generator` (on its own device), delivered on the batch's device."""
+
+    def __init__(self, n: int, generator: torch.Generator | None, device: torch.device):
+        self.n, self.generator, self.device = n, generator, device
+        self.source_device = generator.device if generator is not None else device
+
+    def uniform(self, low: float, high: float, *shape: int) -> torch.Tensor:
+        u = torch.rand(self.n, *shape, generator=self.generator, device=self.source_device)
+        return (low + (high - low) * u).to(self.device)
+
+    def normal(self, std: float, *shape: int) -> torch.Tensor:
+        z = torch.randn(self.n, *shape, generator=self.generator, device=self.source_device)
+        return (std * z).to(self.device)
+
+
+def _random_similarity(draw: _Draw, rotation: float, zoom: float, shift: float, flip: float,
+                       resolution: int) -> torch.Tensor:
+    """(N, 3, 3) output-normalised -> output-normalised: where each output pixel looks in the plain crop.
+
+    Rotation and zoom turn about the face centre (pixel R/2 in align's convention, 1/R normalised).
+    """
+    angle = draw.uniform(-rotation, rotation) * (math.pi / 180)
+    scale = 1 / draw.uniform(1 - zoom, 1 + zoom)  # sampling a smaller area zooms in
+    mirror = torch.where(draw.uniform(0, 1) < flip, -1.0, 1.0)
+    offset = draw.uniform(-2 * shift, 2 * shift, 2)  # shift is a fraction of the side = 2 units
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    m = torch.zeros(draw.n, 3, 3, device=draw.device)
+    m[:, 0, 0], m[:, 0, 1] = cos * mirror, -sin
+    m[:, 1, 0], m[:, 1, 1] = sin * mirror, cos
+    m[:, 2, 2] = 1
+    centre = torch.full((2,), 1 / resolution, device=draw.device)
+    m[:, :2, 2] = centre - (m[:, :2, :2] @ centre) + offset
+    return m
+
+
+def _recrop_theta(src_size: int, src_coverage: float, size: int, coverage: float,
+                  device: torch.device) -> torch.Tensor:
+    """(3, 3) output-normalised -> source-normalised coordinates of `recrop_matrix` (grid_sample's
+    align_corners=False convention: pixel i sits at (2i + 1) / side - 1)."""
+    recrop = np.vstack([recrop_matrix(src_size, src_coverage, size, coverage), [0, 0, 1]])
+    to_src_norm = np.array([[2 / src_size, 0, 1 / src_size - 1], [0, 2 / src_size, 1 / src_size - 1], [0, 0, 1]])
+    from_dst_norm = np.array([[size / 2, 0, (size - 1) / 2], [0, size / 2, (size - 1) / 2], [0, 0, 1]])
+    theta = to_src_norm @ np.linalg.inv(recrop) @ from_dst_norm
+    return torch.as_tensor(theta, dtype=torch.float32, device=device)
+
+
+@lru_cache(maxsize=8)
+def _pixel_grid_cached(size: int, device: str) -> torch.Tensor:
+    centres = (torch.arange(size, dtype=torch.float32, device=device) * 2 + 1) / size - 1
+    ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+    return torch.stack([xs, ys], dim=-1)[None]  # (1, R, R, 2) as x, y like grid_sample
+
+
+def _pixel_grid(size: int, device: torch.device) -> torch.Tensor:
+    return _pixel_grid_cached(size, str(device))
+
+
+def _apply(theta: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Map (N, H, W, 2) points through (N, 3, 3) or (3, 3) affine matrices."""
+    if theta.dim() == 2:
+        theta = theta[None]
+    return torch.einsum("nij,nhwj->nhwi", theta[:, :2, :2], grid) + theta[:, None, None, :2, 2]
+
+
+def _smooth_field(draw: _Draw, sigma: float, resolution: int) -> torch.Tensor:
+    """(N, R, R, 2) displacement: Gaussian noise on a coarse grid, interpolated bicubically."""
+    coarse = draw.normal(sigma, 2, WARP_GRID, WARP_GRID)
+    dense = F.interpolate(coarse, size=(resolution, resolution), mode="bicubic", align_corners=True)
+    return dense.permute(0, 2, 3, 1)
+
+
+def _prefilter(faces_u8: torch.Tensor, scale: float) -> torch.Tensor:
+    """uint8 -> float [0, 1], shrunk with an antialiasing filter when the crop samples it sparser than
+    1:1, so bilinear sampling afterwards does not alias (normalised coordinates ignore the size)."""
+    side = faces_u8.shape[-1]
+    if scale >= 1:
+        return faces_u8.float().div_(255)
+    size = (math.ceil(side * scale),) * 2
+    if faces_u8.device.type == "cpu":
+        # the CPU has a fast uint8 path; shrinking first also makes the float copy small
+        return F.interpolate(faces_u8, size=size, mode="bilinear", antialias=True).float().div_(255)
+    return F.interpolate(faces_u8.float().div_(255), size=size, mode="bilinear", antialias=True)
+
+
+def _sample(source: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    out = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.clamp_(0, 1)
+
+
+@lru_cache(maxsize=8)
+def _face_mask(size: int, coverage: float, device: str) -> torch.Tensor:
+    return torch.from_numpy(face_region_mask(size, coverage)).to(device)[None, None]
+
+
+def _lab_shifts(draw: _Draw, strength: float) -> torch.Tensor:
+    return draw.uniform(-1, 1, 3, 1, 1) * torch.tensor([100.0, 32.0, 32.0], device=draw.device)[:, None, None] * strength
+
+
+def _shift_lab(rgb: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Move lightness and colour in LAB (perceptually even), so jitter looks like lighting changes."""
+    return kornia.color.lab_to_rgb(kornia.color.rgb_to_lab(rgb) + shifts, clip=True)
