@@ -120,3 +120,29 @@ def test_non_model_folders_are_user_errors_naming_the_folder(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="config.json"):
         load_model(folder)
+
+
+def test_stride_two_convs_pad_like_keras_same():
+    """Keras 'same' pads one pixel before and two after a 5x5 stride-2 conv: a centre-tap kernel
+    then picks the odd pixels (symmetric padding would pick the even ones)."""
+    from engine.models.layers import SameConv2d
+
+    conv = SameConv2d(1, 1, 5, stride=2)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 2, 2] = 1
+        conv.bias.zero_()
+        x = torch.arange(64.0).view(1, 1, 8, 8)
+        torch.testing.assert_close(conv(x), x[..., 1::2, 1::2])
+
+
+def test_save_model_unwraps_ddp_style_wrappers(tmp_path):
+    class Wrapper(torch.nn.Module):  # what DistributedDataParallel looks like from outside
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    model = build_model("lite")
+    save_model(tmp_path / "m", Wrapper(model), {"iteration": 1})
+    loaded, _ = load_model(tmp_path / "m")
+    assert loaded.state_dict().keys() == model.state_dict().keys()

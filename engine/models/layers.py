@@ -17,15 +17,17 @@ class SameConv2d(nn.Conv2d):
     """Conv2d with Keras 'same' padding: output side = ceil(input side / stride).
 
     Keras pads stride-2 convolutions asymmetrically (one pixel less before than after), which
-    torch's symmetric `padding` cannot express. Assumes the input side is a multiple of the stride,
-    which every layout here guarantees, so the padding is fixed at construction.
+    torch's symmetric `padding` cannot express, so those get an explicit pad; symmetric cases use
+    the convolution's own padding (no extra copy). Assumes the input side is a multiple of the
+    stride, which every layout here guarantees, so the padding is fixed at construction.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0)
         total = max(kernel_size - stride, 0)
         before, after = total // 2, total - total // 2
-        self.pad = nn.ZeroPad2d((before, after, before, after)) if total else nn.Identity()
+        symmetric = before == after
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=before if symmetric else 0)
+        self.pad = nn.Identity() if symmetric else nn.ZeroPad2d((before, after, before, after))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(self.pad(x))

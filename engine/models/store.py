@@ -88,7 +88,8 @@ def _read_config(folder: Path) -> dict:
 def _unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside DistributedDataParallel (`.module`) or torch.compile (`._orig_mod`)."""
     while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
+        inner = next((getattr(model, name) for name in ("module", "_orig_mod")
+                      if isinstance(getattr(model, name, None), nn.Module)), None)
+        if inner is None:
             return model
         model = inner
