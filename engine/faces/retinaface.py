@@ -8,6 +8,7 @@ in batches; its own `predict_single` handles one image at a time and needs album
 from __future__ import annotations
 
 import functools
+import pickle
 import warnings
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def load_network(path: str | Path | None = None) -> torch.nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
         net = build_network()
         net.load_state_dict(state)
-    except (RuntimeError, OSError, KeyError) as err:
+    except (RuntimeError, OSError, KeyError, EOFError, pickle.UnpicklingError) as err:
         raise UserError(f"{path} is not a RetinaFace ResNet-50 state dict ({err}); delete it and run "
                         f"`python -m engine weights` again") from err
     return net.eval()

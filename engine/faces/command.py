@@ -1,0 +1,50 @@
+"""`python -m engine extract`: build or extend a face set from photos, folders, zips and videos."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.faces.align import FACESET_COVERAGE
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders (recursive), .zip archives, videos")
+    p.add_argument("--out", required=True, metavar="FACESET", help="face set folder (created or extended)")
+    p.add_argument("--detector", default="auto", choices=["auto", "retinaface", "mtcnn"],
+                   help="auto = RetinaFace when its weights are present, else MTCNN (default: auto)")
+    p.add_argument("--size", type=int, default=256, help="aligned face size in px (default: 256)")
+    p.add_argument("--coverage", type=float, default=FACESET_COVERAGE,
+                   help=f"share of the crop the face square covers (default: {FACESET_COVERAGE})")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="keep every Nth video frame")
+    p.add_argument("--min-face", type=int, default=40, metavar="PX", help="smallest face box side kept (default: 40)")
+    p.add_argument("--min-score", type=float, default=0.9, help="lowest detector score kept (default: 0.9)")
+    p.add_argument("--min-blur", type=float, default=0.0,
+                   help="lowest sharpness (variance of Laplacian) kept; 0 keeps all (default: 0)")
+    p.add_argument("--select", default="largest", choices=["largest", "all"],
+                   help="faces per image or frame (default: largest)")
+    p.add_argument("--batch-size", type=int, default=8, help="video frames per detector call (default: 8)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.faces.extract import ExtractOptions, extract
+    from engine.progress import TqdmListener
+
+    if args.every < 1:
+        print("error: --every must be 1 or more", file=sys.stderr)
+        return 2
+    opts = ExtractOptions(detector=args.detector, size=args.size, coverage=args.coverage, every=args.every,
+                          min_face=args.min_face, min_score=args.min_score, min_blur=args.min_blur,
+                          select=args.select, batch_size=args.batch_size, device=args.device)
+    bar = TqdmListener(desc="extract")
+    report = extract(args.inputs, args.out, opts, listeners=[bar])
+    bar.close()
+    print(f"{report.inputs_read} inputs read, {report.faces_kept} faces kept in {args.out}"
+          + (f" (detector: {report.detector})" if report.detector else "")
+          + (f", {report.inputs_already_done} inputs already done" if report.inputs_already_done else ""))
+    for why, n in sorted(report.filtered.items()):
+        print(f"  {n} faces dropped: {why}")
+    for skip in report.skipped:
+        print(f"skipped {skip.source}: {skip.reason}", file=sys.stderr)
+    return 0 if report.ok else 1

@@ -1,0 +1,98 @@
+"""A face set: a folder of aligned face PNGs plus `faces.json` saying where each face came from.
+
+`faces.json` = {"version", "size", "coverage", "detector", "faces": [entry...], "inputs": {...}}.
+Each entry: file, source, frame, box, score, landmarks, matrix (source pixels -> aligned pixels),
+blur, sha1. "inputs" records which inputs are done, so re-running extract skips them.
+The JSON is rewritten atomically after every input, so a crash never loses or corrupts it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from engine import atomic
+from engine.errors import UserError
+from engine.faces.align import FACESET_COVERAGE
+
+INDEX = "faces.json"
+VERSION = 1
+
+
+class FaceSet:
+    def __init__(self, path: str | Path, size: int | None = None, coverage: float | None = None,
+                 create: bool = False) -> None:
+        self.path = Path(path)
+        index = self.path / INDEX
+        if index.exists():
+            try:
+                data = json.loads(index.read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                raise UserError(f"{index} is damaged ({err}); restore it or extract into a new folder") from err
+            self.size = int(data["size"])
+            self.coverage = float(data["coverage"])
+            self.detector = data.get("detector")
+            self.entries: list[dict] = data.get("faces", [])
+            self.inputs: dict[str, dict] = data.get("inputs", {})
+            if size is not None and size != self.size:
+                raise UserError(f"{self.path} holds {self.size} px faces, not {size} px: extract into a "
+                                f"new folder or use --size {self.size}")
+        elif create:
+            self.size = int(size or 256)
+            self.coverage = float(coverage or FACESET_COVERAGE)
+            self.detector = None
+            self.entries, self.inputs = [], {}
+        else:
+            raise UserError(f"{self.path} is not a face set (no {INDEX}); create one with "
+                            f"`python -m engine extract INPUT --out {self.path}`")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.path / e["file"] for e in self.entries]
+
+    def hashes(self) -> set[str]:
+        return {e["sha1"] for e in self.entries if "sha1" in e}
+
+    def add(self, entry: dict, image: np.ndarray) -> None:
+        """Write the aligned crop (atomically) and record its entry; call `save()` to commit the index."""
+        atomic.write_image(self.path / entry["file"], image)
+        self.entries.append(entry)
+
+    def remove(self, files: list[str]) -> int:
+        """Delete faces by file name (e.g. bad crops picked in the web gallery); returns how many."""
+        drop = set(files)
+        kept = [e for e in self.entries if e["file"] not in drop]
+        removed = len(self.entries) - len(kept)
+        self.entries = kept
+        self.save()
+        for name in drop:
+            (self.path / name).unlink(missing_ok=True)
+        return removed
+
+    def save(self) -> None:
+        """Rewrite faces.json atomically, one face per line so that diffs and greps stay readable."""
+        head = json.dumps({"version": VERSION, "size": self.size, "coverage": self.coverage,
+                           "detector": self.detector})[:-1]
+        faces = ",\n  ".join(json.dumps(e) for e in self.entries)
+        inputs = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in self.inputs.items())
+        atomic.write_text(self.path / INDEX,
+                          f"{head},\n \"faces\": [\n  {faces}\n ],\n \"inputs\": {{\n  {inputs}\n }}\n}}\n")
+
+    def load_images(self) -> np.ndarray:
+        """All faces as one (N, S, S, 3) uint8 RGB array, in entry order."""
+        import cv2
+
+        out = np.empty((len(self.entries), self.size, self.size, 3), np.uint8)
+        for i, path in enumerate(self.files):
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise UserError(f"{path} is missing or unreadable: re-run extract, or remove it from the set")
+            if bgr.shape[:2] != (self.size, self.size):
+                raise UserError(f"{path} is {bgr.shape[1]}x{bgr.shape[0]}, the set says {self.size} px")
+            out[i] = bgr[..., ::-1]
+        return out

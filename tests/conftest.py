@@ -1,0 +1,50 @@
+"""Shared fixtures: the real data in ../shared/data and small face sets extracted from it once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _require_data() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"real test data not found at {DATA} (the repo expects ../shared/data beside it)")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return _require_data()
+
+
+@pytest.fixture(scope="session")
+def mtcnn():
+    from engine.faces.mtcnn import MTCNNDetector
+
+    return MTCNNDetector()
+
+
+@pytest.fixture(scope="session")
+def faceset_a(tmp_path_factory, mtcnn) -> Path:
+    """Destination identity: faces from talk2.mp4 (every 3rd frame, about 42 faces)."""
+    from engine.faces.extract import ExtractOptions, extract
+
+    out = tmp_path_factory.mktemp("faceset_a")
+    report = extract([_require_data() / "video" / "talk2.mp4"], out, ExtractOptions(every=3), detector=mtcnn)
+    assert report.faces_kept >= 30, report
+    return out
+
+
+@pytest.fixture(scope="session")
+def faceset_b(tmp_path_factory, mtcnn) -> Path:
+    """Source identity: faces from 48 photos of Steve Carell."""
+    from engine.faces.extract import ExtractOptions, extract
+
+    photos = sorted((_require_data() / "people" / "carell").glob("*.jpg"))[:48]
+    out = tmp_path_factory.mktemp("faceset_b")
+    report = extract(photos, out, ExtractOptions(), detector=mtcnn)
+    assert report.faces_kept >= 40, report
+    return out
