@@ -1,17 +1,46 @@
-"""Start the web app: `python app.py [--host 0.0.0.0] [--port 7860]`."""
+"""Start the web studio: `python app.py [--host 0.0.0.0] [--port 7860] [--workspace DIR] [--auth USER:PASS]`.
+
+This file only reads flags; webapp.ui builds and serves the page.
+"""
 
 import argparse
+import logging
+import sys
 
-from webapp.ui import build_app
+from engine.errors import UserError
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Face-swap studio web app")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for a server)")
-    parser.add_argument("--port", type=int, default=7860)
-    args = parser.parse_args()
-    build_app().launch(server_name=args.host, server_port=args.port)
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Face-swap studio web app")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to serve a network)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--workspace", default="workspace", help="folder holding the projects (default: ./workspace)")
+    p.add_argument("--auth", action="append", default=[], metavar="USER:PASS",
+                   help="require sign-in (repeatable); each user sees only their own projects")
+    p.add_argument("--auth-file", metavar="FILE", help="USER:PASS lines, one per user ('#' comments)")
+    p.add_argument("--max-upload-mb", type=int, default=2048, help="largest accepted upload (default: 2048)")
+    p.add_argument("--root-path", default=None, help="URL prefix when served behind a proxy, e.g. /studio")
+    p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda or cuda:N")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from webapp.jobs import JobManager
+    from webapp.projects import Workspace
+    from webapp.state import Studio
+    from webapp.ui import read_credentials, serve
+
+    try:
+        credentials = read_credentials(args.auth, args.auth_file)
+        if args.max_upload_mb < 1:
+            raise UserError("--max-upload-mb must be at least 1")
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    studio = Studio(Workspace(args.workspace), JobManager(), auth=bool(credentials),
+                    max_upload_mb=args.max_upload_mb, device=args.device)
+    serve(studio, host=args.host, port=args.port, credentials=credentials, root_path=args.root_path)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

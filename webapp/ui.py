@@ -1,24 +1,90 @@
-"""Builds the Gradio page. Until the studio tabs land, it says what the engine can already do."""
+"""Builds the studio page from the tab modules and serves it.
+
+Layout: the project bar, then the tabs Face sets, Train, Swap, Evaluate. Each tab module renders
+its components and wires its events; this file only places them and starts the server.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
+from pathlib import Path
+
 import gradio as gr
 
-INTRO = """
-# Face-swap studio
+from webapp.projects import Workspace
+from webapp.state import CSS, Studio
+from webapp.tabs import evaluate, faces, project_bar, swap, train
 
-The browser studio (face sets, training with live progress, interactive swap previews) is being
-built. The engine already works from the command line:
+log = logging.getLogger(__name__)
 
-```
-python -m engine extract PHOTOS_OR_VIDEOS... --out faces/A     # detect, align, build a face set
-python -m engine weights                                       # fetch RetinaFace weights (optional)
-python -m engine --help
-```
-"""
+TITLE = "Face-swap studio"
+TABS = (("Face sets", faces), ("Train", train), ("Swap", swap), ("Evaluate", evaluate))
 
 
-def build_app() -> gr.Blocks:
-    with gr.Blocks(title="Face-swap studio") as demo:
-        gr.Markdown(INTRO)
+def build_app(studio: Studio | None = None) -> gr.Blocks:
+    studio = studio or Studio(Workspace("workspace"))
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 24 * 3600)) as demo:
+        gr.Markdown(f"# {TITLE}")
+        bar = project_bar.render(studio)
+        rendered = []
+        with gr.Tabs():
+            for label, module in TABS:
+                with gr.Tab(label, id=label.lower().replace(" ", "-")):
+                    rendered.append((module, module.render(studio)))
+        project_bar.listen(studio, bar, demo)
+        for module, ui in rendered:
+            module.listen(studio, ui, bar.project)
     return demo
+
+
+def serve(studio: Studio, host: str = "127.0.0.1", port: int = 7860, credentials: dict[str, str] | None = None,
+          root_path: str | None = None) -> None:
+    """Launch and block; on Ctrl-C or SIGTERM every job is stopped (trainings save) before exiting."""
+    from engine.device import pick_device
+
+    log.info("workspace %s; jobs run on %s", studio.workspace.root, pick_device(studio.device))
+    demo = build_app(studio)
+    demo.queue(default_concurrency_limit=4)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        demo.launch(server_name=host, server_port=port, auth=_checker(credentials) if credentials else None,
+                    auth_message="Sign in to your face-swap studio" if credentials else None,
+                    root_path=root_path or None, max_file_size=f"{studio.max_upload_mb}mb", css=CSS,
+                    theme=gr.themes.Soft(), footer_links=["settings"], show_error=True)
+    finally:
+        studio.jobs.shutdown(timeout=120)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # Gradio's launch loop closes the server on it, then `serve` stops the jobs
+
+
+def _checker(credentials: dict[str, str]):
+    import hmac
+
+    def check(user: str, password: str) -> bool:
+        expected = credentials.get(user)
+        return expected is not None and hmac.compare_digest(expected.encode(), (password or "").encode())
+    return check
+
+
+def read_credentials(pairs: list[str], file: str | Path | None) -> dict[str, str]:
+    """USER:PASS pairs from --auth flags and from an --auth-file (one a line, '#' comments)."""
+    from engine.errors import UserError
+    from webapp.projects import check_name
+
+    lines = list(pairs or [])
+    if file:
+        try:
+            lines += [ln.strip() for ln in Path(file).read_text().splitlines()
+                      if ln.strip() and not ln.lstrip().startswith("#")]
+        except OSError as err:
+            raise UserError(f"cannot read --auth-file {file}: {err}") from err
+    credentials = {}
+    for line in lines:
+        user, sep, password = line.partition(":")
+        if not sep or not password:
+            raise UserError(f"credentials must be USER:PASS, got {user!r} without a password")
+        credentials[check_name(user, "user name")] = password
+    return credentials

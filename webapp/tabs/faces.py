@@ -1,0 +1,222 @@
+"""Face sets tab: upload photos, zips or videos for A and B, extract in the background, prune bad faces.
+
+Extraction is `engine.faces.extract` run as a job (webapp.jobs), one per side at a time; the page
+polls the job for its progress bar. The gallery pages through the aligned faces; clicking a face
+marks it, and "Remove marked" deletes the marked faces through `FaceSet.remove`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from engine.errors import UserError
+from engine.faces.detectors import DETECTORS, choose_detector
+from engine.faces.extract import ExtractOptions
+from engine.faces.faceset import INDEX, FaceSet
+from webapp.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, describe, ordinal
+from webapp.projects import SIDES, Project, keep_uploads, split_uploads
+from webapp.state import Studio, progress_bar, publish
+
+PAGE = 60  # faces per gallery page
+POLL_S = 2.0
+ROLE = {"A": "the face that gets replaced (e.g. the person in the video you will swap)",
+        "B": "the identity put in (e.g. many photos of the new person)"}
+
+
+def render(studio: Studio) -> SimpleNamespace:
+    defaults = ExtractOptions()
+    detector, why = choose_detector("auto")
+    gr.Markdown("Upload photos, videos or .zip archives of each person, then **Extract**: faces are "
+                "found, aligned and added to the project's face set. Click faces to mark bad ones "
+                "(wrong person, half a face, blur), then **Remove marked**.")
+    with gr.Accordion("Detection settings", open=False):
+        with gr.Row():
+            det = gr.Dropdown(list(DETECTORS), value=defaults.detector, label="Detector",
+                              info=f"auto picks {detector} now: {why}")
+            size = gr.Dropdown([128, 256, 384, 512], value=defaults.size, label="Face size (px)",
+                               info="aligned crop side; a face set keeps one size")
+            select = gr.Radio(["largest", "all"], value=defaults.select, label="Faces per photo or frame")
+        with gr.Row():
+            every = gr.Slider(1, 30, value=defaults.every, step=1, label="Keep every Nth video frame",
+                              info="2-5 for long videos: neighbouring frames look alike")
+            min_face = gr.Slider(16, 256, value=defaults.min_face, step=4, label="Smallest face (px)")
+            min_score = gr.Slider(0.5, 0.99, value=defaults.min_score, step=0.01,
+                                  label="Lowest detector score")
+    settings = [det, size, select, every, min_face, min_score]
+    sides = {}
+    with gr.Row():
+        for side in SIDES:
+            with gr.Column():
+                sides[side] = _render_side(side)
+    timer = gr.Timer(POLL_S)
+    return SimpleNamespace(settings=settings, sides=sides, timer=timer)
+
+
+def _render_side(side: str) -> SimpleNamespace:
+    gr.Markdown(f"### Face set {side}\n{ROLE[side]}")
+    files = gr.File(label=f"Photos, videos or zips of {side}", file_count="multiple",
+                    file_types=["image", "video", ".zip"], elem_id=f"faces-upload-{side}", height=140)
+    with gr.Row():
+        extract = gr.Button(f"Extract faces of {side}", variant="primary", elem_id=f"faces-extract-{side}")
+        stop = gr.Button("Stop", variant="stop", elem_id=f"faces-stop-{side}")
+    bar = gr.HTML(progress_bar(0, "idle"), elem_id=f"faces-bar-{side}")
+    status = gr.Markdown("", elem_id=f"faces-status-{side}")
+    gallery = gr.Gallery(label=f"Face set {side}", columns=6, height=420, allow_preview=False,
+                         object_fit="cover", elem_id=f"faces-gallery-{side}", interactive=False)
+    with gr.Row():
+        page = gr.Number(1, precision=0, minimum=1, label="Page", elem_id=f"faces-page-{side}", scale=1)
+        marked = gr.Dropdown([], value=[], multiselect=True, label="Marked for removal (click faces)",
+                             elem_id=f"faces-marked-{side}", scale=3)
+    remove = gr.Button("Remove marked", variant="stop", elem_id=f"faces-remove-{side}")
+    return SimpleNamespace(files=files, extract=extract, stop=stop, bar=bar, status=status, gallery=gallery,
+                           page=page, marked=marked, remove=remove, shown=gr.State([]), seen=gr.State({}))
+
+
+def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
+    for side, s in ui.sides.items():
+        _listen_side(studio, side, s, ui, project)
+
+
+def _listen_side(studio: Studio, side: str, s: SimpleNamespace, ui: SimpleNamespace, project: gr.State) -> None:
+    kind = f"extract:{side}"
+
+    def start(name, files, det, size, select, every, min_face, min_score, request: gr.Request):
+        proj = studio.project(request, name)
+        usable, refused = split_uploads(files or [])
+        for line in refused:
+            gr.Warning(line)
+        if not usable:
+            raise gr.Error("no photos, videos or zips to extract from: add some above" if not refused
+                           else "none of the uploads can be used (see the warnings)")
+        opts = ExtractOptions(detector=det, size=int(size), select=select, every=int(every),
+                              min_face=int(min_face), min_score=float(min_score), device=studio.device)
+        inputs = keep_uploads(proj, side, usable)
+        try:
+            studio.jobs.submit(proj.owner, proj.name, kind, _extract_job(proj, side, inputs, opts), lane="media")
+        except UserError as err:
+            raise gr.Error(str(err)) from err
+        return None
+
+    def stop(name, request: gr.Request):
+        proj = studio.project(request, name)
+        job = studio.jobs.find(proj.owner, proj.name, kind)
+        if job is None or not job.active:
+            gr.Info(f"no extraction is running for face set {side}")
+            return
+        studio.jobs.stop(job)
+
+    def poll(name, seen, page, request: gr.Request):
+        """Redraw only what changed: the bar and status always, the gallery when the set changed."""
+        if not name:
+            return progress_bar(0, "no project open"), "", gr.skip(), gr.skip(), gr.skip(), {}
+        proj = studio.project(request, name)
+        job = studio.jobs.find(proj.owner, proj.name, kind)
+        bar, status = _job_view(studio, job, side)
+        count, stamp = _faceset_stamp(proj.faces(side))
+        key = {"project": name, "stamp": stamp, "page": page}
+        if seen.get("key") == key:
+            return bar, status, gr.skip(), gr.skip(), gr.skip(), seen
+        gallery, page_update, shown = _gallery(proj, side, page, count)
+        return bar, status, gallery, page_update, shown, {"key": key}
+
+    def toggle(shown, marked, evt: gr.SelectData):
+        if evt.index is None or not 0 <= evt.index < len(shown):
+            return gr.skip()
+        name = shown[evt.index]
+        marked = [m for m in (marked or []) if m != name] if name in (marked or []) else [*(marked or []), name]
+        return gr.update(choices=sorted(set(shown) | set(marked)), value=marked)
+
+    def remove(name, marked, request: gr.Request):
+        proj = studio.project(request, name)
+        job = studio.jobs.find(proj.owner, proj.name, kind)
+        if job is not None and job.active:
+            raise gr.Error(f"face set {side} is being extracted into: wait for it or stop it, then remove faces")
+        if not marked:
+            raise gr.Error("no faces marked: click the faces to remove in the gallery first")
+        try:
+            removed = FaceSet(proj.faces(side)).remove(list(marked))
+        except UserError as err:
+            raise gr.Error(str(err)) from err
+        gr.Info(f"removed {removed} faces from face set {side}")
+        return gr.update(choices=[], value=[]), {}
+
+    poll_io = dict(inputs=[project, s.seen, s.page],
+                   outputs=[s.bar, s.status, s.gallery, s.page, s.shown, s.seen])
+    s.extract.click(start, inputs=[project, s.files, *ui.settings], outputs=s.files).then(poll, **poll_io)
+    s.stop.click(stop, inputs=project)
+    ui.timer.tick(poll, **poll_io, show_progress="hidden", concurrency_limit=None)
+    project.change(lambda: {}, outputs=s.seen).then(poll, **poll_io)
+    s.page.change(poll, **poll_io)
+    s.gallery.select(toggle, inputs=[s.shown, s.marked], outputs=s.marked)
+    s.remove.click(remove, inputs=[project, s.marked], outputs=[s.marked, s.seen]).then(poll, **poll_io)
+
+
+def _extract_job(project: Project, side: str, inputs: list[Path], opts: ExtractOptions):
+    def run(job: Job):
+        from engine.faces.extract import extract
+
+        return extract(inputs, project.faces(side), opts, listeners=[job.listen], stop=job.stop)
+    return run
+
+
+def _job_view(studio: Studio, job: Job | None, side: str) -> tuple[str, str]:
+    """Progress bar and status text for the side's newest extraction job."""
+    if job is None:
+        return progress_bar(0, "idle"), ""
+    event = job.progress
+    if job.state == QUEUED:
+        place = studio.jobs.position(job)
+        return progress_bar(0, f"queued: {ordinal(place)} in line"), f"waiting for {place - 1} job(s) ahead"
+    if job.state == RUNNING:
+        if event is None:
+            return progress_bar(0, "starting (loading the detector)"), ""
+        faces = int(event.metrics.get("faces", 0))
+        text = f"{event.step}/{event.total or '?'} {event.unit}s, {faces} faces"
+        if event.message:
+            text += f" ({event.message})"
+        return progress_bar(event.fraction, text), ""
+    report = job.result
+    if job.state in (DONE, STOPPED) and report is not None:
+        head = "stopped" if job.state == STOPPED else "done"
+        lines = [f"**{head}**: {report.inputs_read} inputs read, {report.faces_kept} faces kept"
+                 + (f" (detector: {report.detector})" if report.detector else "")
+                 + (f", {report.inputs_already_done} inputs done before" if report.inputs_already_done else "")]
+        lines += [f"- {n} faces dropped: {why}" for why, n in sorted(report.filtered.items())]
+        lines += [f"- skipped `{Path(s.source.split('::')[0]).name}"
+                  f"{'::' + s.source.split('::', 1)[1] if '::' in s.source else ''}`: {s.reason}"
+                  for s in report.skipped[:20]]
+        if len(report.skipped) > 20:
+            lines.append(f"- ... and {len(report.skipped) - 20} more skipped")
+        return progress_bar(1.0, head), "\n".join(lines)
+    return progress_bar(0, job.state), f"**{describe(job.kind)} {job.state}**: {job.message}"
+
+
+def _faceset_stamp(folder: Path) -> tuple[int, float]:
+    """(face count, faces.json modification time); cheap enough to call on every poll."""
+    index = folder / INDEX
+    try:
+        stamp = index.stat().st_mtime_ns
+    except OSError:
+        return 0, 0.0
+    try:
+        return len(FaceSet(folder)), stamp
+    except UserError:
+        return 0, stamp
+
+
+def _gallery(project: Project, side: str, page: float, count: int):
+    """One page of the face set: (gallery update, page slider update, file names shown)."""
+    pages = max(1, math.ceil(count / PAGE))
+    page = min(max(1, int(page or 1)), pages)
+    if count == 0:
+        return gr.update(value=[], label=f"Face set {side}: no faces yet"), gr.update(maximum=1, value=1), []
+    faceset = FaceSet(project.faces(side))
+    entries = faceset.entries[(page - 1) * PAGE: page * PAGE]
+    names = [e["file"] for e in entries if (faceset.path / e["file"]).is_file()]
+    label = f"Face set {side}: {count} faces" + (f" (page {page} of {pages})" if pages > 1 else "")
+    return (gr.update(value=[publish(faceset.path / n) for n in names], label=label),
+            gr.update(maximum=pages, value=page), names)

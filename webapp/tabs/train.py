@@ -1,0 +1,244 @@
+"""Train tab: pick a preset, Start / Stop / Resume, and watch the run live.
+
+The run is `engine.train.trainer.train` inside a job on the `train` lane, so one training uses
+the GPU (or CPU) at a time and later ones queue. A timer polls the job: iteration, examples/s,
+ETA, the loss chart (from the job's loss curve, or from loss.csv once no job is left in memory)
+and the preview grid. The model archive (download / upload to continue elsewhere) lives here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from engine.errors import UserError
+from engine.faces.faceset import FaceSet
+from engine.models import PRESETS, default_preset
+from webapp.jobs import QUEUED, RUNNING, Job, format_eta, ordinal
+from webapp.projects import Project, export_model, import_model, model_summary, saved_losses
+from webapp.state import Studio, progress_bar, publish
+
+POLL_S = 2.0
+
+
+def _train_defaults() -> dict:
+    from engine.train.trainer import TrainConfig
+
+    return {f.name: f.default for f in fields(TrainConfig)}
+
+
+def render(studio: Studio) -> SimpleNamespace:
+    from engine.device import pick_device
+
+    defaults = _train_defaults()
+    preset_name = default_preset(pick_device(studio.device).type)
+    with gr.Row():
+        with gr.Column(scale=2):
+            preset = gr.Dropdown(list(PRESETS), value=preset_name, label="Preset", elem_id="train-preset")
+            preset_info = gr.Markdown(_preset_text(preset_name), elem_id="train-preset-info")
+        batch = gr.Slider(1, 64, value=defaults["batch_size"], step=1, label="Batch size",
+                          info="faces per side per step", elem_id="train-batch")
+        iterations = gr.Number(value=defaults["iterations"], precision=0, minimum=1, label="Iteration target",
+                               info="training stops here; Resume continues towards a raised target",
+                               elem_id="train-iterations")
+    with gr.Accordion("Advanced", open=False):
+        with gr.Row():
+            preview_every = gr.Number(value=defaults["preview_every"], precision=0, minimum=1,
+                                      label="Preview every N iterations", elem_id="train-preview-every")
+            save_every = gr.Number(value=defaults["save_every"], precision=0, minimum=1,
+                                   label="Save every N iterations", elem_id="train-save-every")
+    with gr.Row():
+        start = gr.Button("Start", variant="primary", elem_id="train-start")
+        stop = gr.Button("Stop (saves)", variant="stop", elem_id="train-stop")
+        resume = gr.Button("Resume", elem_id="train-resume")
+    bar = gr.HTML(progress_bar(0, "idle"), elem_id="train-bar")
+    status = gr.Markdown("", elem_id="train-status")
+    with gr.Row():
+        chart = gr.LinePlot(pd.DataFrame({"iteration": [], "loss": [], "side": []}), x="iteration", y="loss",
+                            color="side", title="Loss (A and B)", height=360, elem_id="train-chart")
+        preview = gr.Image(label="Preview: A, A→A, A→B, B, B→B, B→A", interactive=False, height=360,
+                           elem_id="train-preview")
+    with gr.Accordion("Model archive: download, or upload one to continue here", open=False):
+        with gr.Row():
+            export = gr.Button("Prepare model download (.zip)", elem_id="train-export")
+            exported = gr.File(label="Model archive", interactive=False, elem_id="train-exported")
+        with gr.Row():
+            upload = gr.File(label="Model archive to import (.zip)", file_types=[".zip"],
+                             elem_id="train-import-file")
+            do_import = gr.Button("Import model", elem_id="train-import")
+    timer = gr.Timer(POLL_S)
+    return SimpleNamespace(preset=preset, preset_info=preset_info, batch=batch, iterations=iterations,
+                           preview_every=preview_every, save_every=save_every, start=start, stop=stop,
+                           resume=resume, bar=bar, status=status, chart=chart, preview=preview, export=export,
+                           exported=exported, upload=upload, do_import=do_import, timer=timer,
+                           seen=gr.State({}))
+
+
+def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
+    def launch(name, preset, batch, iterations, preview_every, save_every, resume, request):
+        proj = studio.project(request, name)
+        try:
+            config = _config(studio, proj, preset, batch, iterations, preview_every, save_every, resume)
+            job = studio.jobs.submit(proj.owner, proj.name, "train", _train_job(config), lane="train")
+        except UserError as err:
+            raise gr.Error(str(err)) from err
+        if resume:
+            for row in saved_losses(proj.model_dir):  # the chart continues where the last run ended
+                job.losses.add(*row)
+        place = studio.jobs.position(job)
+        if place > 1:
+            gr.Info(f"training queued: {ordinal(place)} in line (one training runs at a time)")
+        return {}
+
+    def stop(name, request: gr.Request):
+        proj = studio.project(request, name)
+        job = studio.jobs.find(proj.owner, proj.name, "train")
+        if job is None or not job.active:
+            gr.Info("no training is running for this project")
+            return
+        studio.jobs.stop(job)
+        gr.Info("stopping: the model is saved at the current iteration" if job.state == RUNNING
+                else "taken out of the queue")
+
+    def poll(name, seen, request: gr.Request):
+        if not name:
+            return progress_bar(0, "no project open"), "", gr.skip(), gr.skip(), {}
+        proj = studio.project(request, name)
+        job = studio.jobs.find(proj.owner, proj.name, "train")
+        bar, status = _status(studio, proj, job)
+        key = (name, job.id if job else None, job.version if job else _model_stamp(proj))
+        if seen.get("key") == list(key):
+            return bar, status, gr.skip(), gr.skip(), seen
+        points = job.loss_points() if job is not None else saved_losses(proj.model_dir)
+        chart = _chart(points)
+        preview_key = (name, job.id, job.preview_version) if job is not None and job.preview is not None else (
+            name, "file", _model_stamp(proj))
+        preview = gr.skip()
+        if seen.get("preview") != list(preview_key):
+            preview = job.preview if job is not None and job.preview is not None else _latest_preview(proj)
+        return bar, status, chart, preview, {"key": list(key), "preview": list(preview_key)}
+
+    def export(name, request: gr.Request):
+        proj = studio.project(request, name)
+        try:
+            return publish(export_model(proj))
+        except UserError as err:
+            raise gr.Error(str(err)) from err
+
+    def do_import(name, archive, request: gr.Request):
+        proj = studio.project(request, name)
+        if not archive:
+            raise gr.Error("choose a model .zip to import first")
+        job = studio.jobs.find(proj.owner, proj.name, "train")
+        if job is not None and job.active:
+            raise gr.Error("a training is queued or running for this project: stop it before importing a model")
+        try:
+            gr.Info(import_model(proj, archive))
+        except UserError as err:
+            raise gr.Error(str(err)) from err
+        return None, {}
+
+    settings = [ui.preset, ui.batch, ui.iterations, ui.preview_every, ui.save_every]
+    poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.status, ui.chart, ui.preview, ui.seen])
+    ui.preset.change(_preset_text, inputs=ui.preset, outputs=ui.preset_info)
+    def start(name, preset, batch, iterations, preview_every, save_every, request: gr.Request):
+        return launch(name, preset, batch, iterations, preview_every, save_every, False, request)
+
+    def resume(name, preset, batch, iterations, preview_every, save_every, request: gr.Request):
+        return launch(name, preset, batch, iterations, preview_every, save_every, True, request)
+
+    ui.start.click(start, inputs=[project, *settings], outputs=ui.seen).then(poll, **poll_io)
+    ui.resume.click(resume, inputs=[project, *settings], outputs=ui.seen).then(poll, **poll_io)
+    ui.stop.click(stop, inputs=project).then(poll, **poll_io)
+    ui.timer.tick(poll, **poll_io, show_progress="hidden", concurrency_limit=None)
+    project.change(lambda: {}, outputs=ui.seen).then(poll, **poll_io)
+    ui.export.click(export, inputs=project, outputs=ui.exported)
+    ui.do_import.click(do_import, inputs=[project, ui.upload], outputs=[ui.upload, ui.seen]).then(poll, **poll_io)
+
+
+def _preset_text(name: str) -> str:
+    info = PRESETS.get(name)
+    return f"{info.description}. **Cost:** {info.cost}; {info.resolution} px faces." if info else ""
+
+
+def _config(studio: Studio, proj: Project, preset, batch, iterations, preview_every, save_every, resume: bool):
+    from engine.train.trainer import TrainConfig
+
+    for side in ("A", "B"):
+        count = len(FaceSet(proj.faces(side))) if (proj.faces(side) / "faces.json").exists() else 0
+        if count == 0:
+            raise UserError(f"face set {side} is empty: extract faces of {side} first (Face sets tab)")
+    summary = model_summary(proj.model_dir)
+    iterations = int(iterations or 0)
+    if resume and summary is None:
+        raise UserError("there is no model to resume in this project: press Start")
+    if not resume and summary is not None:
+        raise UserError(f"this project has a model at iteration {summary['iteration']}: press Resume to "
+                        "continue it (raise the iteration target first), or create a new project")
+    if resume and iterations <= summary["iteration"]:
+        raise UserError(f"the model is at iteration {summary['iteration']} already: raise the iteration "
+                        "target above that, then Resume")
+    if iterations < 1 or int(batch) < 1:
+        raise UserError("iteration target and batch size must be at least 1")
+    return TrainConfig(faces_a=str(proj.faces("A")), faces_b=str(proj.faces("B")), model_dir=str(proj.model_dir),
+                       preset=None if resume else preset, iterations=iterations, batch_size=int(batch),
+                       resume=resume, device=studio.device, preview_every=max(1, int(preview_every or 1)),
+                       save_every=max(1, int(save_every or 1)))
+
+
+def _train_job(config):
+    def run(job: Job) -> dict:
+        from engine.train.trainer import train
+
+        result = train(config, listeners=[job.listen], stop=job.stop)
+        if result.status == "diverged":
+            raise UserError(f"training diverged (loss became NaN/Inf) at iteration {result.iteration}: the model "
+                            "keeps its last good save; lower the learning rate or the batch size and Resume")
+        return {"status": result.status, "iteration": result.iteration}  # not the model: free its memory
+    return run
+
+
+def _status(studio: Studio, proj: Project, job: Job | None) -> tuple[str, str]:
+    summary = model_summary(proj.model_dir)
+    saved = f"saved model: {summary['preset']}, iteration {summary['iteration']}" if summary else "no model yet"
+    if job is None:
+        return progress_bar(0, "idle"), saved
+    event = job.progress
+    if job.state == QUEUED:
+        place = studio.jobs.position(job)
+        return (progress_bar(0, f"queued: {ordinal(place)} in line"),
+                f"**queued**, {ordinal(place)} in line: one training runs at a time on this machine")
+    if job.state == RUNNING and event is None:
+        return progress_bar(0, "starting: loading face sets and building the model"), "**starting**"
+    if event is None:
+        return progress_bar(0, job.state), f"**{job.state}**: {job.message} ({saved})"
+    speed = event.metrics.get("examples_per_s")
+    parts = [f"iteration **{event.step}** / {event.total}",
+             f"{speed:.1f} examples/s" if speed else None,
+             f"ETA {format_eta(event.eta_s)}" if job.state == RUNNING else None,
+             f"loss A {event.metrics['loss_a']:.4f}, B {event.metrics['loss_b']:.4f}"
+             if event.metrics.get("loss_a") is not None else None]
+    line = " · ".join(p for p in parts if p)
+    head = "**running**" if job.state == RUNNING else f"**{job.state}**: {job.message}"
+    text = f"{event.step}/{event.total} it" + (f", ETA {format_eta(event.eta_s)}" if job.state == RUNNING else "")
+    return progress_bar(event.fraction, text), f"{head} — {line}" + ("" if job.state == RUNNING else f" ({saved})")
+
+
+def _chart(points: list[tuple[float, float, float]]) -> pd.DataFrame:
+    rows = [(it, a, "A") for it, a, _ in points] + [(it, b, "B") for it, _, b in points]
+    return pd.DataFrame(rows, columns=["iteration", "loss", "side"])
+
+
+def _model_stamp(proj: Project) -> float:
+    try:
+        return (proj.model_dir / "config.json").stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _latest_preview(proj: Project):
+    path = proj.model_dir / "previews" / "latest.png"
+    return publish(path) if path.is_file() else None
