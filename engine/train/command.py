@@ -1,0 +1,107 @@
+"""`python -m engine train`: train a model on two face sets (also under `torchrun --nproc-per-node N`).
+
+Ctrl-C or SIGTERM asks the loop to save and stop within one iteration; a second Ctrl-C aborts
+at once (every file is written atomically, so the folder still holds the last complete save).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from engine.errors import UserError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--faces-a", help="face set of person A (the one whose video gets the new face); "
+                                     "optional with --resume")
+    p.add_argument("--faces-b", help="face set of person B (the face put in); optional with --resume")
+    p.add_argument("--model", required=True, help="model folder to create, or to continue with --resume")
+    p.add_argument("--preset", choices=("lite", "original", "dfl-h128", "intracoder"),
+                   help="architecture (default: lite on a CPU, the GPU default on a GPU)")
+    p.add_argument("--resolution", type=int, help="face size in pixels (default: the preset's)")
+    p.add_argument("--learn-mask", action="store_true", help="also learn a face mask")
+    p.add_argument("--iterations", type=int, default=100_000, help="total iterations to reach (default 100000)")
+    p.add_argument("--batch-size", type=int, default=8, help="faces per side per step (default 8)")
+    p.add_argument("--lr", type=float, default=5e-5, help="Adam learning rate (default 5e-5)")
+    p.add_argument("--loss", choices=("mae", "ssim_mse"), default="mae", help="reconstruction loss")
+    p.add_argument("--eye-mouth-weight", type=float, default=0.0,
+                   help="extra loss weight on eyes and mouth (0: off)")
+    p.add_argument("--resume", action="store_true", help="continue the model in --model")
+    p.add_argument("--init-from", metavar="MODEL", help="start from another model's encoder and decoders")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--save-every", type=int, default=500, help="autosave every N iterations")
+    p.add_argument("--snapshot-every", type=int, default=0, help="numbered snapshot every N iterations (0: off)")
+    p.add_argument("--preview-every", type=int, default=100, help="preview grid every K iterations (0: off)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.progress import StopFlag, TqdmListener
+    from engine.train.trainer import train
+
+    config = config_from_args(args)
+    stop = StopFlag()
+    with stop_on_signals(stop):
+        result = train(config, [TqdmListener(desc="train")], stop)
+    if int(os.environ.get("RANK", "0")) == 0:
+        losses = "" if result.loss_a is None else f", loss A {result.loss_a:.4f}, B {result.loss_b:.4f}"
+        print(f"{result.status} at iteration {result.iteration}{losses}; model in {result.model_dir}")
+    return 1 if result.status == "diverged" else 0
+
+
+def config_from_args(args: argparse.Namespace):
+    from engine.train.trainer import TrainConfig
+
+    faces_a, faces_b = args.faces_a, args.faces_b
+    if args.resume and not (faces_a and faces_b):
+        saved = saved_settings(Path(args.model))
+        faces_a, faces_b = faces_a or saved.get("faces_a"), faces_b or saved.get("faces_b")
+    if not (faces_a and faces_b):
+        raise UserError("pass both --faces-a and --faces-b (face set folders from `python -m engine extract`)")
+    for name in ("iterations", "batch_size", "save_every"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.resume and args.init_from:
+        raise UserError("--resume continues a model and --init-from starts a new one: pass only one")
+    return TrainConfig(
+        faces_a=faces_a, faces_b=faces_b, model_dir=args.model, preset=args.preset, resolution=args.resolution,
+        learn_mask=args.learn_mask, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+        loss=args.loss, eye_mouth_weight=args.eye_mouth_weight, resume=args.resume, init_from=args.init_from,
+        device=args.device, save_every=args.save_every, snapshot_every=args.snapshot_every,
+        preview_every=args.preview_every, bf16=args.bf16, compile=args.compile, seed=args.seed)
+
+
+def saved_settings(folder: Path) -> dict:
+    """The settings an earlier run stored in config.json (its face sets), or {} if there are none."""
+    from engine.models import is_model_dir
+    from engine.models.store import CONFIG
+
+    if not is_model_dir(folder):
+        raise UserError(f"{folder} is not a model folder (no config.json + model.safetensors written by "
+                        "training): drop --resume to start a new model there, or pass the folder of one")
+    meta = json.loads((folder / CONFIG).read_text()).get("meta", {})
+    return dict(meta.get("train", {}))
+
+
+@contextmanager
+def stop_on_signals(stop) -> Iterator[None]:
+    """SIGINT and SIGTERM set the stop flag (the loop saves and exits); a second SIGINT aborts."""
+    def request_stop(signum, frame):
+        if stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,151 @@
+"""The training loop on real faces: it learns, reports, previews, stops on request and survives NaN."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine.cli import main as cli_main
+from engine.errors import UserError
+from engine.faces.faceset import FaceSet
+from engine.models import load_model
+from engine.progress import StopFlag
+from engine.train import TrainConfig, train
+from engine.train.checkpoint import weights_finite
+from engine.train.trainer import Session
+
+
+def tiny(faceset_a, faceset_b, model_dir, **overrides) -> TrainConfig:
+    """A lite CPU run small enough for a shared 2-core test machine."""
+    settings = dict(faces_a=str(faceset_a), faces_b=str(faceset_b), model_dir=str(model_dir), preset="lite",
+                    device="cpu", batch_size=4, iterations=10, save_every=5, preview_every=0, preview_rows=3)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_loss_falls_on_real_faces_and_events_carry_losses_rate_and_previews(faceset_a, faceset_b, tmp_path):
+    events = []
+    result = train(tiny(faceset_a, faceset_b, tmp_path / "m", iterations=60, save_every=60, preview_every=30,
+                        batch_size=8),
+                   listeners=[events.append])
+
+    assert result.status == "done" and result.iteration == 60
+    steps = [e for e in events if not e.done]
+    assert [e.step for e in steps] == list(range(1, 61))
+    total = np.array([e.metrics["loss_a"] + e.metrics["loss_b"] for e in steps])
+    assert total[-8:].mean() < 0.85 * total[:8].mean(), total
+    assert all(e.metrics["examples_per_s"] > 0 for e in steps)
+    previews = [e for e in steps if e.preview is not None]
+    assert [e.step for e in previews] == [30, 60]
+    grid = previews[-1].preview
+    assert grid.dtype == np.uint8 and grid.shape == (3 * 64, 6 * 64, 3)
+    assert (tmp_path / "m" / "previews" / "latest.png").is_file()
+    assert (tmp_path / "m" / "previews" / "00000030.png").is_file()
+    assert events[-1].done and events[-1].step == 60
+    csv_lines = (tmp_path / "m" / "loss.csv").read_text().splitlines()
+    assert csv_lines[0] == "iteration,loss_a,loss_b" and csv_lines[-1].startswith("60,")
+
+
+def test_preview_columns_show_inputs_and_both_decoders(faceset_a, faceset_b, tmp_path):
+    events = []
+    train(tiny(faceset_a, faceset_b, tmp_path / "m", iterations=2, preview_every=2, preview_rows=2),
+          listeners=[events.append])
+    grid = next(e.preview for e in events if e.preview is not None)
+    tiles = grid.reshape(2, 64, 6, 64, 3).transpose(0, 2, 1, 3, 4)  # rows, columns, R, R, 3
+    from engine.train.augment import MODEL_COVERAGE, center_crop_batch
+
+    faces = torch.from_numpy(FaceSet(faceset_a).load_images()[[0]]).permute(0, 3, 1, 2)
+    crop = center_crop_batch(faces, resolution=64, src_coverage=FaceSet(faceset_a).coverage,
+                             model_coverage=MODEL_COVERAGE)
+    expected = (crop[0].permute(1, 2, 0) * 255 + 0.5).to(torch.uint8).numpy()
+    assert np.abs(tiles[0, 0].astype(int) - expected.astype(int)).max() <= 1  # column A is the face itself
+    assert not np.array_equal(tiles[0, 1], tiles[0, 2])  # A->A and A->B come from different decoders
+
+
+def test_stop_flag_is_honoured_within_one_iteration_and_saves(faceset_a, faceset_b, tmp_path):
+    stop = StopFlag()
+
+    def stop_at_three(event):
+        if event.step == 3:
+            stop.set()
+
+    result = train(tiny(faceset_a, faceset_b, tmp_path / "m", iterations=50, save_every=50),
+                   listeners=[stop_at_three], stop=stop)
+    assert result.status == "stopped" and result.iteration == 3
+    _, meta = load_model(tmp_path / "m")
+    assert meta["iteration"] == 3
+
+
+def test_nan_guard_rewinds_to_the_last_good_checkpoint_and_never_saves_nan(faceset_a, faceset_b, tmp_path,
+                                                                           monkeypatch):
+    real_step = Session.step
+    calls = {"n": 0}
+
+    def poisoned_step(self):
+        losses = real_step(self)
+        calls["n"] += 1
+        if calls["n"] == 7:  # iteration 7, after the save at 5: break the weights as a real blow-up would
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+            return losses * float("nan")
+        return losses
+
+    monkeypatch.setattr(Session, "step", poisoned_step)
+    events = []
+    result = train(tiny(faceset_a, faceset_b, tmp_path / "m", iterations=12), listeners=[events.append])
+
+    assert result.status == "done" and result.iteration == 12
+    assert any("rewound to 5" in e.message for e in events)
+    assert calls["n"] == 12 + 2  # iterations 6 and 7 were run twice
+    assert weights_finite(result.model)
+    model, meta = load_model(tmp_path / "m")
+    assert weights_finite(model) and meta["iteration"] == 12
+    assert all(np.isfinite(row[1:]).all() for row in meta["loss_history"])
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_good_model(faceset_a, faceset_b, tmp_path):
+    result = train(tiny(faceset_a, faceset_b, tmp_path / "m", iterations=40, save_every=1, lr=1e10,
+                        max_rewinds=2))
+    assert result.status == "diverged"
+    model, meta = load_model(tmp_path / "m")
+    assert weights_finite(model)
+    assert meta["iteration"] < 40
+
+
+def test_cli_trains_and_resumes(faceset_a, faceset_b, tmp_path, capsys):
+    model_dir = tmp_path / "m"
+    common = ["train", "--model", str(model_dir), "--preset", "lite", "--device", "cpu", "--batch-size", "4",
+              "--save-every", "2", "--preview-every", "0"]
+    assert cli_main([*common, "--faces-a", str(faceset_a), "--faces-b", str(faceset_b), "--iterations", "3"]) == 0
+    assert "done at iteration 3" in capsys.readouterr().out
+    # --resume finds the face sets in config.json and carries on to the new total
+    assert cli_main([*common, "--resume", "--iterations", "5"]) == 0
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["meta"]["iteration"] == 5
+
+
+def test_cli_refuses_missing_and_empty_face_sets_and_bad_resumes(faceset_a, faceset_b, tmp_path, capsys):
+    base = ["train", "--device", "cpu", "--preset", "lite", "--iterations", "1"]
+    assert cli_main([*base, "--faces-a", str(tmp_path / "nowhere"), "--faces-b", str(faceset_b),
+                     "--model", str(tmp_path / "m1")]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err
+
+    empty = tmp_path / "empty"
+    FaceSet(empty, create=True).save()
+    assert cli_main([*base, "--faces-a", str(faceset_a), "--faces-b", str(empty),
+                     "--model", str(tmp_path / "m2")]) == 2
+    assert "holds no faces" in capsys.readouterr().err
+
+    (tmp_path / "not_a_model").mkdir()
+    assert cli_main([*base, "--faces-a", str(faceset_a), "--faces-b", str(faceset_b),
+                     "--model", str(tmp_path / "not_a_model"), "--resume"]) == 2
+    assert "is not a model folder" in capsys.readouterr().err
+
+
+def test_an_existing_model_is_not_overwritten_without_resume(faceset_a, faceset_b, tmp_path):
+    train(tiny(faceset_a, faceset_b, tmp_path / "m", iterations=1))
+    with pytest.raises(UserError, match="--resume"):
+        train(tiny(faceset_a, faceset_b, tmp_path / "m", iterations=1))
