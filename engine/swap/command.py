@@ -1,0 +1,192 @@
+"""`python -m engine swap INPUT... -m MODEL --out OUT`: swap faces in photos, folders and videos.
+
+OUT is a file for one input file (photo -> image, video -> .mp4) and a folder otherwise. One bad
+input is reported and the rest go on; the exit code is 1 if any input failed, 2 if the model or
+the settings are wrong (nothing is attempted then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+WRITABLE_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="photos, videos, or folders of them (recursive)")
+    p.add_argument("-m", "--model", required=True, metavar="MODEL", help="model folder written by `train`")
+    p.add_argument("--out", required=True, metavar="OUT",
+                   help="output file for one input file, else a folder (created)")
+    p.add_argument("--direction", default="a2b", choices=["a2b", "b2a"],
+                   help="a2b: frames show face set A, B's face is put in (default); b2a: the reverse")
+    p.add_argument("--color", default="auto", metavar="MODE",
+                   help="colour correction: auto (the model's learned one when it has one, else reinhard), "
+                        "reinhard, hist, average or none (default: auto)")
+    p.add_argument("--color-strength", type=float, default=1.0, metavar="F",
+                   help="0 keeps the model's colours, 1 applies the full correction (default: 1)")
+    p.add_argument("--blend", default="poisson", metavar="MODE",
+                   help="poisson (seamless), poisson-mixed (keeps frame texture) or alpha (default: poisson)")
+    p.add_argument("--erode", type=int, default=0, metavar="PX",
+                   help="shrink the face mask by PX (of a 256 px face; negative grows it) (default: 0)")
+    p.add_argument("--blur", type=int, default=6, metavar="PX",
+                   help="feather the mask edge over PX (of a 256 px face) (default: 6)")
+    p.add_argument("--faces", default="largest", metavar="RULE",
+                   help="largest, all, or like:IMAGE (the face most like a frame grab of the person) "
+                        "(default: largest)")
+    p.add_argument("--smooth", type=float, default=0.5, metavar="S",
+                   help="video landmark smoothing, 0 (off) to 1 (heaviest) (default: 0.5)")
+    p.add_argument("--detector", default="auto", choices=["auto", "mtcnn", "retinaface"],
+                   help="auto = RetinaFace when its weights are present, else MTCNN (default: auto)")
+    p.add_argument("--detect-size", type=int, default=640, metavar="PX",
+                   help="long side frames are shrunk to for detection; raise it for small faces (default: 640)")
+    p.add_argument("--detect-every", type=int, default=1, metavar="N",
+                   help="video: detect on every Nth frame and track faces by optical flow between (default: 1)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.errors import UserError
+    from engine.swap.pipeline import Swapper, SwapSettings
+
+    if args.detect_every < 1:
+        raise UserError(f"--detect-every {args.detect_every}: use 1 (every frame) or more")
+    if args.detect_size < 64:
+        raise UserError(f"--detect-size {args.detect_size}: use 64 px or more")
+    if not 0.0 <= args.smooth <= 1.0:
+        raise UserError(f"--smooth {args.smooth}: use 0 (off) to 1 (heaviest)")
+    jobs = plan_outputs(args.inputs, Path(args.out))
+    settings = SwapSettings(direction=args.direction, color=args.color, color_strength=args.color_strength,
+                            blend=args.blend, erode=args.erode, blur=args.blur, faces=args.faces)
+    settings.check()
+    swapper = Swapper(args.model, settings, device=args.device, detector=args.detector,
+                      detect_size=args.detect_size)
+    failed = 0
+    for source, out in jobs:
+        try:
+            if out is None:
+                raise UserError(f"{source}: not a photo or video this tool reads; "
+                                "convert it to JPEG/PNG or MP4")
+            message = (swap_photo(swapper, source, out) if _is_image(source)
+                       else swap_one_video(swapper, source, out, args))
+        except UserError as err:
+            failed += 1
+            print(f"skipped {source}: {str(err).removeprefix(f'{source}: ')}", file=sys.stderr)
+        else:
+            print(message)
+    if len(jobs) > 1:
+        print(f"{len(jobs) - failed} of {len(jobs)} inputs swapped into {args.out}")
+    return 1 if failed else 0
+
+
+def swap_photo(swapper, source: Path, out: Path) -> str:
+    from engine.atomic import write_image
+    from engine.errors import UserError
+    from engine.media import read_image
+
+    rgb = read_image(source)
+    faces = swapper.find_faces([rgb])[0]
+    if not faces:
+        raise UserError(f"{source}: no face found to swap; use a photo where the face is clearly visible, "
+                        "or check --faces")
+    swapped = swapper.swap_frames([rgb], [[f.landmarks for f in faces]])[0][0]
+    write_image(out, swapped)
+    return f"wrote {out} ({len(faces)} face{'s' if len(faces) != 1 else ''})"
+
+
+def swap_one_video(swapper, source: Path, out: Path, args: argparse.Namespace) -> str:
+    from engine.errors import UserError
+    from engine.progress import TqdmListener
+    from engine.swap.video import swap_video
+
+    bar = TqdmListener(desc=f"swap {source.name}")
+    try:
+        report = swap_video(swapper, source, out, smooth=args.smooth, detect_every=args.detect_every,
+                            listeners=[bar])
+    finally:
+        bar.close()
+    if report.frames_with_faces == 0:
+        out.unlink(missing_ok=True)
+        raise UserError(f"{source}: no face found in any of its {report.frames} frames; nothing written "
+                        "(check --faces, or try --detect-size larger for small faces)")
+    return (f"wrote {out} ({report.frames} frames, {report.frames_with_faces} with faces, "
+            f"{report.fps:.1f} frames/s)")
+
+
+def plan_outputs(inputs: list[str], out: Path) -> list[tuple[Path, Path | None]]:
+    """(source, output path or None for an unreadable kind) per input file, folders expanded.
+
+    OUT is a file path when exactly one input file is given and OUT has a file suffix; else a folder,
+    where each output keeps its name (videos become .mp4) and its place under an input folder.
+    """
+    from engine.errors import UserError
+    from engine.media import is_video
+
+    files: list[tuple[Path, Path]] = []  # (source, path relative to OUT)
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and (_is_image(p) or is_video(p)))
+            if not found:
+                raise UserError(f"{path}: no photos or videos in this folder")
+            files += [(p, Path(path.name) / p.relative_to(path)) for p in found]
+        elif path.is_file():
+            files.append((path, Path(path.name)))
+        else:
+            raise UserError(f"{path}: no such file or folder")
+    single_file = len(files) == 1 and Path(inputs[0]).is_file()
+    if single_file and out.suffix and not out.is_dir():
+        source = files[0][0]
+        _check_single_out(source, out)
+        return [(source, out)]
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; with several inputs or a folder, --out must be a folder")
+    jobs, taken = [], set()
+    for source, rel in files:
+        target = _output_name(out / rel)
+        if target is not None:
+            stem, n = target.stem, 2
+            while target in taken:
+                target = target.with_name(f"{stem}-{n}{target.suffix}")
+                n += 1
+            taken.add(target)
+            _check_not_source(source, target)
+        jobs.append((source, target))
+    return jobs
+
+
+def _check_single_out(source: Path, out: Path) -> None:
+    from engine.errors import UserError
+    from engine.media import is_video
+
+    suffix = out.suffix.lower()
+    if _is_image(source) and suffix not in WRITABLE_IMAGE_SUFFIXES:
+        raise UserError(f"--out {out}: a photo is written as {', '.join(sorted(WRITABLE_IMAGE_SUFFIXES))}; "
+                        "change the suffix")
+    if is_video(source) and suffix != ".mp4":
+        raise UserError(f"--out {out}: videos are written as H.264 .mp4; name the output *.mp4")
+    _check_not_source(source, out)
+
+
+def _check_not_source(source: Path, out: Path) -> None:
+    from engine.errors import UserError
+
+    if out.resolve() == source.resolve():
+        raise UserError(f"--out {out} is the input itself; write the result somewhere else")
+
+
+def _output_name(path: Path) -> Path | None:
+    from engine.media import is_video
+
+    if is_video(path):
+        return path.with_suffix(".mp4")
+    if _is_image(path):
+        return path if path.suffix.lower() in WRITABLE_IMAGE_SUFFIXES else path.with_suffix(".png")
+    return None
+
+
+def _is_image(path: Path) -> bool:
+    from engine.media import is_image
+
+    return is_image(path)
