@@ -213,7 +213,8 @@ def test_model_archive_round_trip(tmp_path):
                                                            "model/model.safetensors"]
     message = import_model(there, archive)
     assert "iteration 7" in message
-    assert model_summary(there.model_dir) == {"iteration": 7, "preset": "lite", "resolution": 64}
+    assert model_summary(there.model_dir) == {"iteration": 7, "preset": "lite", "resolution": 64,
+                                              "batch_size": None}
     assert saved_losses(there.model_dir) == [(10.0, 0.5, 0.6), (20.0, 0.4, 0.45)]
     import_model(there, archive)  # a second import keeps the replaced model aside
     assert model_summary(there.path / "model.previous")["iteration"] == 7
@@ -286,4 +287,4 @@ def test_training_job_streams_progress_losses_and_previews(tmp_path, jobs):
     assert [p[0] for p in job.loss_points()] == [1, 2, 3, 4, 5, 6]
     assert job.preview_version == 2 and job.preview.shape[1] == 6 * job.preview.shape[0] // 2
     assert job.progress.done and job.progress.step == 6
-    assert model_summary(tmp_path / "m")["iteration"] == 6
+    assert model_summary(tmp_path / "m")["iteration"] == 6 and model_summary(tmp_path / "m")["batch_size"] == 2

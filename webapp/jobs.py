@@ -90,6 +90,7 @@ class Job:
     kind: str  # "train", "extract:A", "render", ...
     lane: str
     run: Callable[[Job], Any] = field(repr=False)
+    info: dict = field(default_factory=dict)  # what it was asked to do (e.g. the training settings)
     state: str = QUEUED
     progress: Progress | None = None
     losses: LossCurve = field(default_factory=LossCurve)
@@ -150,7 +151,8 @@ class JobManager:
         self._next_id = 1
         self._closing = False
 
-    def submit(self, owner: str, project: str, kind: str, run: Callable[[Job], Any], lane: str = "media") -> Job:
+    def submit(self, owner: str, project: str, kind: str, run: Callable[[Job], Any], lane: str = "media",
+               info: dict | None = None) -> Job:
         """Queue `run(job)`; raises JobConflict when the same kind of job is active for the project."""
         if lane not in self._queues:
             raise ValueError(f"unknown lane {lane!r}")
@@ -161,7 +163,8 @@ class JobManager:
             if old is not None and old.active:
                 raise JobConflict(f"{describe(kind)} is already {old.state} for this project: "
                                   "wait for it, or stop it first")
-            job = Job(id=self._next_id, owner=owner, project=project, kind=kind, lane=lane, run=run)
+            job = Job(id=self._next_id, owner=owner, project=project, kind=kind, lane=lane, run=run,
+                      info=dict(info or {}))
             self._next_id += 1
             self._latest[(owner, project, kind)] = job
             self._queues[lane].append(job)

@@ -259,7 +259,7 @@ def _model_root(staging: Path) -> Path | None:
 
 
 def model_summary(folder: Path) -> dict | None:
-    """{"iteration", "preset", "resolution"} of a saved model, read from its config.json; None if none.
+    """{"iteration", "preset", "resolution", "batch_size"} of a saved model, read from its config.json; None if none.
 
     Reads the JSON only (no weights), so polling pages can call it.
     """
@@ -273,7 +273,7 @@ def model_summary(folder: Path) -> dict | None:
         return None
     model, meta = config.get("model", {}), config.get("meta", {})
     return {"iteration": int(meta.get("iteration", 0)), "preset": model.get("preset"),
-            "resolution": model.get("resolution")}
+            "resolution": model.get("resolution"), "batch_size": meta.get("train", {}).get("batch_size")}
 
 
 def saved_losses(folder: Path) -> list[tuple[float, float, float]]:

@@ -11,6 +11,8 @@ import html
 import os
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,63 @@ from webapp.jobs import JobManager
 from webapp.projects import Project, Workspace
 
 
+class LoadedSwapper:
+    """One project's `Swapper` plus what makes re-rendering a photo fast: its lock and detections.
+
+    A settings change re-runs only model, colour and blend; the faces found in a photo are kept
+    (keyed by the photo's bytes and the face rule), since detection is the slow part on a CPU.
+    """
+
+    def __init__(self, swapper, stamp: tuple) -> None:
+        self.swapper, self.stamp = swapper, stamp
+        self.lock = threading.Lock()
+        self._faces: OrderedDict[tuple, list] = OrderedDict()
+
+    def landmarks(self, rgb) -> list:
+        """Landmarks of the faces the current face rule picks in `rgb` (cached; call under `lock`)."""
+        settings = self.swapper.settings
+        key = (hashlib.sha1(rgb.tobytes()).hexdigest(), rgb.shape, settings.faces, settings.min_score)
+        if key not in self._faces:
+            self._faces[key] = [f.landmarks for f in self.swapper.find_faces([rgb])[0]]
+            while len(self._faces) > 16:
+                self._faces.popitem(last=False)
+        self._faces.move_to_end(key)
+        return self._faces[key]
+
+
+class SwapperCache:
+    """Loaded swappers per project, reloaded when training saves the model again (a few at most)."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str], LoadedSwapper] = OrderedDict()
+
+    def get(self, project: Project, device: str = "auto") -> LoadedSwapper:
+        from engine.swap.pipeline import Swapper
+
+        stamp = _model_stamp(project.model_dir)
+        key = (project.owner, project.name)
+        with self._lock:  # one load at a time: two visitors asking at once must not load twice
+            entry = self._entries.get(key)
+            if entry is None or entry.stamp != stamp:
+                if stamp is None:
+                    raise UserError("this project has no trained model yet: train one first (Train tab)")
+                entry = LoadedSwapper(Swapper(project.model_dir, device=device), stamp)
+                self._entries[key] = entry
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+            self._entries.move_to_end(key)
+            return entry
+
+
+def _model_stamp(folder: Path) -> tuple | None:
+    try:
+        return tuple((folder / name).stat().st_mtime_ns for name in ("config.json", "model.safetensors"))
+    except OSError:
+        return None
+
+
 @dataclass
 class Studio:
     workspace: Workspace
@@ -28,6 +87,7 @@ class Studio:
     auth: bool = False
     max_upload_mb: int = 2048
     device: str = "auto"
+    swappers: SwapperCache = field(default_factory=SwapperCache)
 
     def owner(self, request: gr.Request | None) -> str:
         """The signed-in user (the folder their projects live in) or the single local owner."""

@@ -42,7 +42,7 @@ def render(studio: Studio) -> SimpleNamespace:
             select = gr.Radio(["largest", "all"], value=defaults.select, label="Faces per photo or frame")
         with gr.Row():
             every = gr.Slider(1, 30, value=defaults.every, step=1, label="Keep every Nth video frame",
-                              info="2-5 for long videos: neighbouring frames look alike")
+                              info="2-5 for long videos: neighbouring frames look alike", elem_id="faces-every")
             min_face = gr.Slider(16, 256, value=defaults.min_face, step=4, label="Smallest face (px)")
             min_score = gr.Slider(0.5, 0.99, value=defaults.min_score, step=0.01,
                                   label="Lowest detector score")
@@ -65,7 +65,7 @@ def _render_side(side: str) -> SimpleNamespace:
         stop = gr.Button("Stop", variant="stop", elem_id=f"faces-stop-{side}")
     bar = gr.HTML(progress_bar(0, "idle"), elem_id=f"faces-bar-{side}")
     status = gr.Markdown("", elem_id=f"faces-status-{side}")
-    gallery = gr.Gallery(label=f"Face set {side}", columns=6, height=420, allow_preview=False,
+    gallery = gr.Gallery(label=f"Face set {side}", columns=5, height=420, allow_preview=False,
                          object_fit="cover", elem_id=f"faces-gallery-{side}", interactive=False)
     with gr.Row():
         page = gr.Number(1, precision=0, minimum=1, label="Page", elem_id=f"faces-page-{side}", scale=1)

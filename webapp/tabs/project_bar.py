@@ -16,13 +16,13 @@ from webapp.state import Studio
 
 
 def render(studio: Studio) -> SimpleNamespace:
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=False):
         choose = gr.Dropdown(label="Project", choices=[], value=None, interactive=True, scale=3,
                              elem_id="project-choose",
                              info="a folder holding face sets A and B, the model and the outputs")
         name = gr.Textbox(label="New project", placeholder="e.g. talk-to-carell", scale=3,
                           elem_id="project-name")
-        create = gr.Button("Create", variant="primary", scale=1, elem_id="project-create")
+        create = gr.Button("Create", variant="primary", scale=1, elem_id="project-create", size="md")
     where = gr.Markdown("No project open: create one, or pick one from the list.", elem_id="project-where")
     return SimpleNamespace(choose=choose, name=name, create=create, where=where, project=gr.State(None),
                            last=gr.BrowserState(None, storage_key="faceswap-studio-project"))

@@ -1,26 +1,236 @@
-"""Swap tab: waits for the engine's swap pipeline (engine/swap/pipeline.py), which is being built.
+"""Swap tab: swap a photo with live settings, preview video frames, render a whole video in the background.
 
-Until it lands the tab says so instead of showing controls that could not work.
+Photos and frame previews go through the project's cached `engine.swap.pipeline.Swapper`
+(studio.swappers): a settings change calls `Swapper.update` and re-renders from the faces already
+found, so the preview follows a slider within a second on a CPU. A full video is
+`engine.swap.video.swap_video` in a job with its own Swapper (settings frozen for the render), so
+the photo preview stays usable while it runs; the result plays back with its sound and downloads.
 """
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
+import numpy as np
 
-from webapp.state import Studio
+from engine.errors import UserError
+from engine.swap.blend import BLEND_MODES
+from engine.swap.color import COLOR_MODES
+from engine.swap.pipeline import BLEND_SIZE, SwapSettings
+from webapp.jobs import DONE, QUEUED, RUNNING, Job, describe, format_eta, ordinal
+from webapp.projects import Project, keep_uploads, split_uploads
+from webapp.state import Studio, progress_bar, publish
 
-TEXT = """### Swap
-
-Swapping photos and videos arrives with the engine's swap pipeline, which is being assembled now.
-Meanwhile the Train tab's preview grid shows what the model makes of A and B (columns A→B and B→A).
-"""
+POLL_S = 2.0
+DIRECTIONS = [("A → B: A's faces become B (the usual)", "a2b"), ("B → A: B's faces become A", "b2a")]
 
 
 def render(studio: Studio) -> SimpleNamespace:
-    return SimpleNamespace(text=gr.Markdown(TEXT, elem_id="swap-text"))
+    d = SwapSettings()
+    gr.Markdown("Swap with the project's trained model. Every change of a setting re-renders the preview.")
+    with gr.Row():
+        direction = gr.Radio(DIRECTIONS, value=d.direction, label="Direction", elem_id="swap-direction")
+        faces = gr.Radio([("largest face", "largest"), ("all faces", "all")], value=d.faces,
+                         label="Which faces", elem_id="swap-faces")
+    with gr.Row():
+        color = gr.Dropdown(["auto", *COLOR_MODES], value=d.color, label="Colour matching",
+                            elem_id="swap-color")
+        strength = gr.Slider(0, 1, value=d.color_strength, step=0.05, label="Colour strength",
+                             elem_id="swap-strength")
+        blend = gr.Dropdown(list(BLEND_MODES), value=d.blend, label="Blending", elem_id="swap-blend")
+        erode = gr.Slider(-BLEND_SIZE // 4, BLEND_SIZE // 4, value=d.erode, step=1, label="Mask erosion (px)",
+                          info="positive shrinks the pasted area, negative grows it", elem_id="swap-erode")
+        blur = gr.Slider(0, BLEND_SIZE // 4, value=d.blur, step=1, label="Edge blur (px)", elem_id="swap-blur")
+    settings = [direction, color, strength, blend, erode, blur, faces]
+    with gr.Tabs():
+        with gr.Tab("Photo"):
+            with gr.Row():
+                photo = gr.Image(label="Photo", type="numpy", sources=["upload", "clipboard"], height=420,
+                                 elem_id="swap-photo")
+                result = gr.Image(label="Swapped", type="numpy", format="png", interactive=False, height=420,
+                                  elem_id="swap-result")
+            photo_status = gr.Markdown("", elem_id="swap-photo-status")
+            with gr.Row():
+                save = gr.Button("Save swapped photo", variant="primary", elem_id="swap-save")
+                saved = gr.File(label="Swapped photo", interactive=False, elem_id="swap-saved")
+        with gr.Tab("Video"):
+            with gr.Row():
+                video = gr.Video(label="Video", sources=["upload"], height=360, elem_id="swap-video")
+                frame_view = gr.Image(label="Swapped frame", type="numpy", interactive=False, height=360,
+                                      elem_id="swap-frame")
+            frame = gr.Slider(0, 1, value=0, step=1, label="Preview frame", elem_id="swap-frame-index")
+            with gr.Row():
+                start = gr.Button("Render the whole video", variant="primary", elem_id="swap-render")
+                stop = gr.Button("Stop", variant="stop", elem_id="swap-render-stop")
+            bar = gr.HTML(progress_bar(0, "idle"), elem_id="swap-bar")
+            video_status = gr.Markdown("", elem_id="swap-video-status")
+            with gr.Row():
+                output = gr.Video(label="Swapped video (with its sound)", interactive=False, height=360,
+                                  elem_id="swap-output")
+                download = gr.File(label="Download", interactive=False, elem_id="swap-download")
+    return SimpleNamespace(settings=settings, photo=photo, result=result, photo_status=photo_status, save=save,
+                           saved=saved, video=video, frame=frame, frame_view=frame_view, start=start, stop=stop,
+                           bar=bar, video_status=video_status, output=output, download=download,
+                           timer=gr.Timer(POLL_S), seen=gr.State({}))
+
+
+def _settings(direction, color, strength, blend, erode, blur, faces) -> SwapSettings:
+    return SwapSettings(direction=direction, color=color, color_strength=float(strength), blend=blend,
+                        erode=int(erode), blur=int(blur), faces=faces)
 
 
 def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
-    """Nothing to wire until the pipeline exists."""
+    def swap_rgb(name, rgb: np.ndarray, settings: SwapSettings, request: gr.Request) -> tuple[np.ndarray, str]:
+        proj = studio.project(request, name)
+        try:
+            loaded = studio.swappers.get(proj, studio.device)
+            with loaded.lock:
+                t0 = time.perf_counter()
+                loaded.swapper.update(settings)
+                landmarks = loaded.landmarks(rgb)
+                out = loaded.swapper.swap_frames([rgb], [landmarks])[0][0]
+                ms = (time.perf_counter() - t0) * 1000
+        except UserError as err:
+            raise gr.Error(str(err)) from err
+        found = f"{len(landmarks)} face(s) swapped" if landmarks else "no face found: the photo is unchanged"
+        return out, f"{found} in {ms:.0f} ms (model at iteration {loaded.swapper.meta.get('iteration', '?')})"
+
+    def photo_preview(name, rgb, direction, color, strength, blend, erode, blur, faces, request: gr.Request):
+        if rgb is None:
+            return None, ""
+        return swap_rgb(name, rgb, _settings(direction, color, strength, blend, erode, blur, faces), request)
+
+    def save_photo(name, rgb, direction, color, strength, blend, erode, blur, faces, request: gr.Request):
+        if rgb is None:
+            raise gr.Error("upload a photo first")
+        settings = _settings(direction, color, strength, blend, erode, blur, faces)
+        out, _ = swap_rgb(name, rgb, settings, request)
+        from engine.atomic import write_image
+
+        proj = studio.project(request, name)
+        path = proj.outputs / f"photo-{time.strftime('%Y%m%d-%H%M%S')}-{direction}.png"
+        write_image(path, out)
+        return publish(path)
+
+    def video_loaded(video):
+        if not video:
+            return gr.update(maximum=1, value=0), None
+        from engine.media import probe_video
+
+        try:
+            info = probe_video(video)
+        except UserError as err:
+            raise gr.Error(str(err)) from err
+        frames = max(1, round(info.duration * info.avg_fps))
+        return gr.update(maximum=max(1, frames - 1), value=0, label=f"Preview frame (of {frames})"), None
+
+    def frame_preview(name, video, index, direction, color, strength, blend, erode, blur, faces,
+                      request: gr.Request):
+        if not video:
+            return None
+        rgb = _read_frame(video, int(index))
+        return swap_rgb(name, rgb, _settings(direction, color, strength, blend, erode, blur, faces), request)[0]
+
+    def render_video(name, video, direction, color, strength, blend, erode, blur, faces, request: gr.Request):
+        proj = studio.project(request, name)
+        if not video:
+            raise gr.Error("upload a video first")
+        usable, refused = split_uploads([video])
+        if refused:
+            raise gr.Error(refused[0])
+        settings = _settings(direction, color, strength, blend, erode, blur, faces)
+        try:
+            settings.check()
+            source = keep_uploads(proj, "swap", usable)[0]
+            out = proj.outputs / f"{source.stem}-{settings.direction}-{time.strftime('%Y%m%d-%H%M%S')}.mp4"
+            studio.jobs.submit(proj.owner, proj.name, "render", _render_job(proj, source, out, settings, studio.device),
+                               lane="media")
+        except UserError as err:
+            raise gr.Error(str(err)) from err
+        return {}
+
+    def stop(name, request: gr.Request):
+        proj = studio.project(request, name)
+        job = studio.jobs.find(proj.owner, proj.name, "render")
+        if job is None or not job.active:
+            gr.Info("no video render is running")
+            return
+        studio.jobs.stop(job)
+
+    def poll(name, seen, request: gr.Request):
+        if not name:
+            return progress_bar(0, "no project open"), "", gr.skip(), gr.skip(), {}
+        proj = studio.project(request, name)
+        job = studio.jobs.find(proj.owner, proj.name, "render")
+        bar, status = _render_view(studio, job)
+        if job is None or job.state != DONE or seen.get("shown") == job.id:
+            return bar, status, gr.skip(), gr.skip(), seen
+        path = publish(job.result)
+        return bar, status, path, path, {"shown": job.id}
+
+    inputs = [project, ui.photo, *ui.settings]
+    for component in (ui.photo, *ui.settings):
+        event = component.release if isinstance(component, gr.Slider) else component.change
+        event(photo_preview, inputs=inputs, outputs=[ui.result, ui.photo_status], trigger_mode="always_last",
+              show_progress="minimal")
+    ui.save.click(save_photo, inputs=inputs, outputs=ui.saved)
+    ui.video.change(video_loaded, inputs=ui.video, outputs=[ui.frame, ui.frame_view])
+    frame_inputs = [project, ui.video, ui.frame, *ui.settings]
+    ui.frame.release(frame_preview, inputs=frame_inputs, outputs=ui.frame_view, trigger_mode="always_last")
+    ui.video.upload(frame_preview, inputs=frame_inputs, outputs=ui.frame_view)
+    poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.video_status, ui.output, ui.download, ui.seen])
+    ui.start.click(render_video, inputs=[project, ui.video, *ui.settings], outputs=ui.seen).then(poll, **poll_io)
+    ui.stop.click(stop, inputs=project).then(poll, **poll_io)
+    ui.timer.tick(poll, **poll_io, show_progress="hidden", concurrency_limit=None)
+    project.change(lambda: {}, outputs=ui.seen).then(poll, **poll_io)
+
+
+def _read_frame(video: str, index: int) -> np.ndarray:
+    """Frame `index` of the video (decoded from the start: fine for the short clips one previews)."""
+    from engine.media import read_frames
+
+    last = None
+    try:
+        for i, rgb in read_frames(video):
+            last = rgb
+            if i >= index:
+                break
+    except UserError as err:
+        if last is None:
+            raise gr.Error(str(err)) from err
+    if last is None:
+        raise gr.Error("the video has no frames to preview")
+    return np.array(last)
+
+
+def _render_job(project: Project, source: Path, out: Path, settings: SwapSettings, device: str):
+    def run(job: Job) -> Path | None:
+        from engine.swap.pipeline import Swapper
+        from engine.swap.video import swap_video
+
+        swapper = Swapper(project.model_dir, settings, device=device)  # its own: settings fixed for the render
+        return swap_video(swapper, source, out, listeners=[job.listen], stop=job.stop).out
+    return run
+
+
+def _render_view(studio: Studio, job: Job | None) -> tuple[str, str]:
+    if job is None:
+        return progress_bar(0, "idle"), ""
+    event = job.progress
+    if job.state == QUEUED:
+        place = studio.jobs.position(job)
+        return progress_bar(0, f"queued: {ordinal(place)} in line"), "waiting for the jobs ahead"
+    if job.state == RUNNING:
+        if event is None:
+            return progress_bar(0, "starting: loading the model and the detector"), ""
+        fps = event.metrics.get("fps")
+        text = (f"{event.step}/{event.total} frames" + (f", {fps:.1f} frames/s" if fps else "")
+                + f", ETA {format_eta(event.eta_s)}")
+        return progress_bar(event.fraction, text), ""
+    if job.state == DONE and job.result is not None:
+        frames = event.step if event else "?"
+        return progress_bar(1.0, "done"), f"**done**: {frames} frames swapped, saved as `{Path(job.result).name}`"
+    return progress_bar(0, job.state), f"**{describe(job.kind)} {job.state}**: {job.message}"

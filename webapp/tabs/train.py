@@ -57,8 +57,10 @@ def render(studio: Studio) -> SimpleNamespace:
     bar = gr.HTML(progress_bar(0, "idle"), elem_id="train-bar")
     status = gr.Markdown("", elem_id="train-status")
     with gr.Row():
-        chart = gr.LinePlot(pd.DataFrame({"iteration": [], "loss": [], "side": []}), x="iteration", y="loss",
-                            color="side", title="Loss (A and B)", height=360, elem_id="train-chart")
+        # no empty DataFrame as the first value: its float "side" column would fix the colour scale as
+        # numeric in the browser, and later data would draw no lines
+        chart = gr.LinePlot(None, x="iteration", y="loss", color="side", title="Loss (A and B)", height=360,
+                            elem_id="train-chart")
         preview = gr.Image(label="Preview: A, A→A, A→B, B, B→B, B→A", interactive=False, height=360,
                            elem_id="train-preview")
     with gr.Accordion("Model archive: download, or upload one to continue here", open=False):
@@ -82,7 +84,11 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         proj = studio.project(request, name)
         try:
             config = _config(studio, proj, preset, batch, iterations, preview_every, save_every, resume)
-            job = studio.jobs.submit(proj.owner, proj.name, "train", _train_job(config), lane="train")
+            job = studio.jobs.submit(proj.owner, proj.name, "train", _train_job(config), lane="train",
+                                     info={"preset": config.preset or model_summary(proj.model_dir)["preset"],
+                                           "batch_size": config.batch_size,
+                                           "iterations": config.iterations, "preview_every": config.preview_every,
+                                           "save_every": config.save_every})
         except UserError as err:
             raise gr.Error(str(err)) from err
         if resume:
@@ -121,6 +127,22 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
             preview = job.preview if job is not None and job.preview is not None else _latest_preview(proj)
         return bar, status, chart, preview, {"key": list(key), "preview": list(preview_key)}
 
+    def form(name, request: gr.Request):
+        """The settings of the project's newest run (or its saved model), so a reload shows what runs."""
+        if not name:
+            return [gr.skip()] * 5
+        proj = studio.project(request, name)
+        job = studio.jobs.find(proj.owner, proj.name, "train")
+        if job is not None:
+            keys = ("preset", "batch_size", "iterations", "preview_every", "save_every")
+            return [job.info[k] if k in job.info else gr.skip() for k in keys]
+        summary = model_summary(proj.model_dir)
+        if summary is None:
+            return [gr.skip()] * 5
+        batch = summary["batch_size"] or gr.skip()
+        return [summary["preset"] if summary["preset"] in PRESETS else gr.skip(), batch, gr.skip(), gr.skip(),
+                gr.skip()]
+
     def export(name, request: gr.Request):
         proj = studio.project(request, name)
         try:
@@ -154,7 +176,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
     ui.resume.click(resume, inputs=[project, *settings], outputs=ui.seen).then(poll, **poll_io)
     ui.stop.click(stop, inputs=project).then(poll, **poll_io)
     ui.timer.tick(poll, **poll_io, show_progress="hidden", concurrency_limit=None)
-    project.change(lambda: {}, outputs=ui.seen).then(poll, **poll_io)
+    project.change(lambda: {}, outputs=ui.seen).then(poll, **poll_io).then(form, inputs=project, outputs=settings)
     ui.export.click(export, inputs=project, outputs=ui.exported)
     ui.do_import.click(do_import, inputs=[project, ui.upload], outputs=[ui.upload, ui.seen]).then(poll, **poll_io)
 
@@ -227,7 +249,9 @@ def _status(studio: Studio, proj: Project, job: Job | None) -> tuple[str, str]:
     return progress_bar(event.fraction, text), f"{head} — {line}" + ("" if job.state == RUNNING else f" ({saved})")
 
 
-def _chart(points: list[tuple[float, float, float]]) -> pd.DataFrame:
+def _chart(points: list[tuple[float, float, float]]) -> pd.DataFrame | None:
+    if not points:
+        return None
     rows = [(it, a, "A") for it, a, _ in points] + [(it, b, "B") for it, _, b in points]
     return pd.DataFrame(rows, columns=["iteration", "loss", "side"])
 
