@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("weights", "engine.faces.weights_command", "download detector weights into weights/ up front"),
     ("train", "engine.train.command", "train an intracoder on two face sets"),
     ("swap", "engine.swap.command", "swap faces in photos and videos with a trained model"),
+    ("evaluate", "engine.evaluate.command", "measure swap quality on a video: identity, expression, pose, flicker, speed"),
 ]
 
 

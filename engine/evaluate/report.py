@@ -1,0 +1,184 @@
+"""Write an evaluation's report: report.json (every figure), report.html (figures beside a strip of
+destination/swapped faces and per-frame plots), and the PNGs the page shows.
+
+Every file is written atomically, so a crash never leaves a report that looks whole but is not.
+Non-finite numbers (a frame without a face, PSNR of identical images) are written as JSON null.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from engine import atomic
+
+# (key in summary, label, what it means / what good looks like)
+ROWS = [
+    ("id_retrieval", "identity retrieval", "share of swapped faces nearer to B's mean embedding than to A's (1 = all read as B)"),
+    ("id_similarity_target", "similarity to B", "mean cosine similarity of swapped faces to B's mean embedding"),
+    ("id_similarity_target_real", "real B to B (leave-one-out)", "the same figure for real B faces: the ceiling"),
+    ("id_similarity_source", "similarity to A", "mean cosine similarity of swapped faces to A's mean (lower = less of A left)"),
+    ("id_jitter", "identity jitter", "std of per-frame similarity to B (lower = steadier identity)"),
+    ("landmark_nme", "landmark NME", "68-point distance swapped vs destination / inter-ocular distance (0 = same expression)"),
+    ("pose_error_deg", "pose error (deg)", "rotation between the head poses solvePnP finds on swapped and destination"),
+    ("ssim_a", "SSIM A->A", "held-out A faces through the A decoder (1 = identical)"),
+    ("psnr_a", "PSNR A->A (dB)", "same faces, peak signal-to-noise ratio"),
+    ("ssim_b", "SSIM B->B", "held-out B faces through the B decoder"),
+    ("psnr_b", "PSNR B->B (dB)", "same faces"),
+    ("sharpness_ratio", "sharpness ratio", "Laplacian variance of swapped face / destination face (1 = as sharp)"),
+    ("seam_score", "seam score", "gradient across the blend edge, swapped / destination (1 = no seam)"),
+    ("flicker", "flicker", "warping error of swapped frames / destination's, flow from the destination (1 = as steady)"),
+    ("seconds", "swap seconds", "time the swap took"),
+    ("fps", "swap frames/s", "frames swapped per second"),
+]
+
+# per-frame plots: file, title, [(series key, label)], y label
+PLOTS = [
+    ("identity.png", "Identity per frame", [("id_similarity_target", "swapped vs B"), ("id_similarity_source", "swapped vs A"),
+                                            ("destination_similarity_target", "destination vs B"),
+                                            ("destination_similarity_source", "destination vs A")], "cosine similarity"),
+    ("geometry.png", "Expression kept (68-point landmarks)", [("landmark_nme", "landmark NME")], "NME"),
+    ("pose.png", "Head pose error", [("pose_error_deg", "pose error")], "degrees"),
+    ("quality.png", "Sharpness and seam", [("sharpness_ratio", "sharpness ratio"), ("seam_score", "seam score")], "ratio"),
+    ("temporal.png", "Warping error between consecutive frames",
+     [("warping_error_swapped", "swapped"), ("warping_error_destination", "destination")], "mean |error| (0-255)"),
+]
+
+
+def clean(value):
+    """JSON-safe copy: numpy scalars and arrays to Python, NaN and infinities to None."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return clean(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def write_report(out: str | Path, report: dict, pairs: list[tuple[int, np.ndarray, np.ndarray]],
+                 grids: dict[str, np.ndarray]) -> Path:
+    """Write report.json, report.html, plots, frame pairs and reconstruction grids; -> report.html."""
+    out = Path(out)
+    images = {"pairs": [], "plots": [], "recon": {}}
+    for index, dest, swapped in pairs:
+        name = f"frames/pair_{index:05d}.png"
+        gap = np.full((dest.shape[0], 4, 3), 255, np.uint8)
+        atomic.write_image(out / name, np.concatenate([dest, gap, swapped], axis=1))
+        images["pairs"].append((index, name))
+    for side, grid in grids.items():
+        name = f"reconstruction_{side}.png"
+        atomic.write_image(out / name, grid)
+        images["recon"][side] = name
+    series = report["per_frame"]
+    for name, title, lines, ylabel in PLOTS:
+        atomic.write_bytes(out / name, plot_png(series["index"], [(series[k], label) for k, label in lines],
+                                                title, ylabel))
+        images["plots"].append(name)
+    atomic.write_json(out / "report.json", clean(report))
+    page = out / "report.html"
+    atomic.write_text(page, render_html(clean(report), images))
+    return page
+
+
+def plot_png(x: list[int], lines: list[tuple[list[float], str]], title: str, ylabel: str) -> bytes:
+    """A line plot of per-frame series (gaps where a frame has no value) as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 2.6), dpi=100)
+    ax = fig.add_subplot()
+    for values, label in lines:
+        y = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        ax.plot(x, y, marker="." if len(x) < 40 else None, linewidth=1.2, label=label)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("frame")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def render_html(report: dict, images: dict) -> str:
+    """The report page: headline figures with their meaning, then the strip, plots and details."""
+    e = html.escape
+    summary = report["summary"]
+    rows = "\n".join(f"<tr><td>{e(label)}</td><td class=num>{_fmt(summary.get(key))}</td><td>{e(why)}</td></tr>"
+                     for key, label, why in ROWS)
+    ident = report["identity"]
+    pose = report["pose_error_deg"]
+    recon = report["reconstruction"]
+    extra = [
+        ("destination (unswapped) faces: similarity to B / to A / retrieval",
+         f"{_fmt(ident['destination_similarity_target'])} / {_fmt(ident['destination_similarity_source'])} / "
+         f"{_fmt(ident['destination_retrieval'])}"),
+        ("real A faces to A (leave-one-out)", _fmt(ident["real_a_leave_one_out"])),
+        ("reference faces embedded (A, B)", f"{ident['faces_a']}, {ident['faces_b']}"),
+        ("pose error yaw / pitch / roll (deg)", f"{_fmt(pose['yaw'])} / {_fmt(pose['pitch'])} / {_fmt(pose['roll'])}"),
+        ("warping error swapped / destination",
+         f"{_fmt(report['temporal']['warping_error_swapped'])} / {_fmt(report['temporal']['warping_error_destination'])}"
+         f" over {report['temporal']['pairs']} frame pairs"),
+        ("reconstruction faces A", f"{recon['a']['faces']}: {recon['a']['note']}"),
+        ("reconstruction faces B", f"{recon['b']['faces']}: {recon['b']['note']}"),
+        ("swap timing", f"{_fmt(report['speed']['seconds'])} s for {report['speed']['frames']} frames: "
+                        f"{report['speed']['what']}"),
+        ("frames measured (with a face)", f"{report['frames']['measured']} ({report['frames']['with_face']})"),
+        ("evaluation took (s)", _fmt(report["evaluation_seconds"])),
+    ]
+    details = "\n".join(f"<tr><td>{e(k)}</td><td colspan=2>{e(v)}</td></tr>"
+                        for k, v in extra)
+    strip = "\n".join(f"<figure><img src='{e(name)}' alt='frame {i}'><figcaption>frame {i}: destination | swapped"
+                      f"</figcaption></figure>" for i, name in images["pairs"])
+    plots = "\n".join(f"<img class=plot src='{e(name)}' alt='{e(name)}'>" for name in images["plots"])
+    recon_imgs = "\n".join(f"<figure><img src='{e(name)}' alt='reconstruction {side}'><figcaption>{side.upper()}->"
+                           f"{side.upper()}: input crops (top), reconstructions (bottom)</figcaption></figure>"
+                           for side, name in images["recon"].items())
+    facts = report["model_facts"]
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Swap quality: {e(Path(report['model']).name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 1em; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: 3px 10px; vertical-align: top; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; font-weight: 600; }}
+figure {{ display: inline-block; margin: 4px; }} figcaption {{ font-size: 80%; color: #555; }}
+img.plot {{ display: block; margin: 6px 0; }}
+</style></head><body>
+<h1>Swap quality</h1>
+<p>Model <code>{e(report['model'])}</code> ({e(str(facts.get('preset')))}, {e(str(facts.get('resolution')))} px,
+{e(str(facts.get('iteration')))} iterations) on <code>{e(report['video'])}</code>.
+A = the destination identity (the video's), B = the identity put in.</p>
+<table><tr><th>figure</th><th>value</th><th>meaning</th></tr>
+{rows}
+{details}
+</table>
+<h2>Destination | swapped</h2>
+<div>{strip}</div>
+<h2>Per frame</h2>
+{plots}
+<h2>Reconstructions of held-out faces</h2>
+<div>{recon_imgs}</div>
+<p>All figures: <a href="report.json">report.json</a>.</p>
+</body></html>
+"""
