@@ -71,12 +71,22 @@ def config_from_args(args: argparse.Namespace):
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.resume and args.init_from:
         raise UserError("--resume continues a model and --init-from starts a new one: pass only one")
+    check_device(args.device)
     return TrainConfig(
         faces_a=faces_a, faces_b=faces_b, model_dir=args.model, preset=args.preset, resolution=args.resolution,
         learn_mask=args.learn_mask, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         loss=args.loss, eye_mouth_weight=args.eye_mouth_weight, resume=args.resume, init_from=args.init_from,
         device=args.device, save_every=args.save_every, snapshot_every=args.snapshot_every,
         preview_every=args.preview_every, bf16=args.bf16, compile=args.compile, seed=args.seed)
+
+
+def check_device(name: str) -> None:
+    from engine.device import pick_device
+
+    try:
+        pick_device(name)
+    except ValueError as err:
+        raise UserError(f"--device: {err}") from err
 
 
 def saved_settings(folder: Path) -> dict:

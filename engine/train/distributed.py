@@ -42,20 +42,16 @@ class Cluster:
         return DistributedDataParallel(module, device_ids=ids)
 
     def mean(self, values: torch.Tensor) -> torch.Tensor:
-        """Average a small float tensor over all ranks (gloo has no AVG op, so SUM / N)."""
+        """Average a small float tensor over all ranks (gloo has no AVG op, so SUM / N).
+
+        The trainer sends losses and a stop flag in one such call, so every rank takes the same
+        decisions (stop, rewind) at the same iteration; ranks that disagree would hang in DDP.
+        """
         if not self.distributed:
             return values
         values = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values / self.world_size
-
-    def any(self, flag: bool) -> bool:
-        """True on every rank when any rank says so: a stop on one rank must stop all, or they hang."""
-        if not self.distributed:
-            return bool(flag)
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
 
     def barrier(self) -> None:
         if self.distributed:
