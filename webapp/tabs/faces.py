@@ -116,11 +116,10 @@ def _listen_side(studio: Studio, side: str, s: SimpleNamespace, ui: SimpleNamesp
         proj = studio.project(request, name)
         job = studio.jobs.find(proj.owner, proj.name, kind)
         bar, status = _job_view(studio, job, side)
-        count, stamp = _faceset_stamp(proj.faces(side))
-        key = {"project": name, "stamp": stamp, "page": page}
+        key = {"project": name, "stamp": _faceset_stamp(proj.faces(side)), "page": page}
         if seen.get("key") == key:
             return bar, status, gr.skip(), gr.skip(), gr.skip(), seen
-        gallery, page_update, shown = _gallery(proj, side, page, count)
+        gallery, page_update, shown = _gallery(proj, side, page)
         return bar, status, gallery, page_update, shown, {"key": key}
 
     def toggle(shown, marked, evt: gr.SelectData):
@@ -195,26 +194,25 @@ def _job_view(studio: Studio, job: Job | None, side: str) -> tuple[str, str]:
     return progress_bar(0, job.state), f"**{describe(job.kind)} {job.state}**: {job.message}"
 
 
-def _faceset_stamp(folder: Path) -> tuple[int, float]:
-    """(face count, faces.json modification time); cheap enough to call on every poll."""
-    index = folder / INDEX
+def _faceset_stamp(folder: Path) -> int:
+    """faces.json's modification time (0 when there is none): a stat, cheap enough for every poll."""
     try:
-        stamp = index.stat().st_mtime_ns
+        return (folder / INDEX).stat().st_mtime_ns
     except OSError:
-        return 0, 0.0
+        return 0
+
+
+def _gallery(project: Project, side: str, page: float):
+    """One page of the face set: (gallery update, page number update, file names shown)."""
     try:
-        return len(FaceSet(folder)), stamp
+        faceset = FaceSet(project.faces(side))
     except UserError:
-        return 0, stamp
-
-
-def _gallery(project: Project, side: str, page: float, count: int):
-    """One page of the face set: (gallery update, page slider update, file names shown)."""
-    pages = max(1, math.ceil(count / PAGE))
-    page = min(max(1, int(page or 1)), pages)
+        faceset = None
+    count = len(faceset) if faceset is not None else 0
     if count == 0:
         return gr.update(value=[], label=f"Face set {side}: no faces yet"), gr.update(maximum=1, value=1), []
-    faceset = FaceSet(project.faces(side))
+    pages = max(1, math.ceil(count / PAGE))
+    page = min(max(1, int(page or 1)), pages)
     entries = faceset.entries[(page - 1) * PAGE: page * PAGE]
     names = [e["file"] for e in entries if (faceset.path / e["file"]).is_file()]
     label = f"Face set {side}: {count} faces" + (f" (page {page} of {pages})" if pages > 1 else "")

@@ -172,14 +172,13 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         return bar, status, path, path, {"shown": job.id}
 
     inputs = [project, ui.photo, *ui.settings]
-    for component in (ui.photo, *ui.settings):
-        event = component.release if isinstance(component, gr.Slider) else component.change
-        event(photo_preview, inputs=inputs, outputs=[ui.result, ui.photo_status], trigger_mode="always_last",
-              show_progress="minimal")
+    for component in (ui.photo, *ui.settings):  # always_last: a dragged slider renders its latest value
+        component.change(photo_preview, inputs=inputs, outputs=[ui.result, ui.photo_status],
+                         trigger_mode="always_last", show_progress="minimal")
     ui.save.click(save_photo, inputs=inputs, outputs=ui.saved)
     ui.video.change(video_loaded, inputs=ui.video, outputs=[ui.frame, ui.frame_view])
     frame_inputs = [project, ui.video, ui.frame, *ui.settings]
-    ui.frame.release(frame_preview, inputs=frame_inputs, outputs=ui.frame_view, trigger_mode="always_last")
+    ui.frame.change(frame_preview, inputs=frame_inputs, outputs=ui.frame_view, trigger_mode="always_last")
     ui.video.upload(frame_preview, inputs=frame_inputs, outputs=ui.frame_view)
     poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.video_status, ui.output, ui.download, ui.seen])
     ui.start.click(render_video, inputs=[project, ui.video, *ui.settings], outputs=ui.seen).then(poll, **poll_io)
