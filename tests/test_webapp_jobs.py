@@ -9,6 +9,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -288,3 +289,54 @@ def test_training_job_streams_progress_losses_and_previews(tmp_path, jobs):
     assert job.preview_version == 2 and job.preview.shape[1] == 6 * job.preview.shape[0] // 2
     assert job.progress.done and job.progress.step == 6
     assert model_summary(tmp_path / "m")["iteration"] == 6 and model_summary(tmp_path / "m")["batch_size"] == 2
+
+
+# ---------------------------------------------------------------- the studio's shared state
+
+
+def test_the_owner_comes_from_the_sign_in_never_from_the_page(tmp_path):
+    import gradio as gr
+
+    from webapp.state import Studio
+
+    studio = Studio(Workspace(tmp_path), auth=True)
+    studio.workspace.create("ann", "mine")
+    ann, bob = SimpleNamespace(username="ann"), SimpleNamespace(username="bob")
+    assert studio.project(ann, "mine").path == tmp_path.resolve() / "ann" / "mine"
+    with pytest.raises(gr.Error, match="no project called 'mine'"):
+        studio.project(bob, "mine")
+    with pytest.raises(gr.Error, match="sign in"):
+        studio.owner(SimpleNamespace(username=None))
+    with pytest.raises(gr.Error, match="not allowed"):
+        studio.project(ann, "../bob/mine")
+    assert Studio(Workspace(tmp_path)).owner(None) == "local"
+
+
+def test_files_outside_the_served_folders_are_published_through_a_private_link(tmp_path, monkeypatch):
+    import tempfile
+
+    from webapp.state import publish
+
+    for sub in ("cwd", "tmp", "ws"):
+        (tmp_path / sub).mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    face = tmp_path / "ws" / "face.png"
+    face.write_bytes(b"png")
+    published = Path(publish(face))
+    assert published.is_relative_to(tmp_path / "tmp") and published.read_bytes() == b"png"
+    inside = tmp_path / "cwd" / "x.png"
+    inside.write_bytes(b"x")
+    assert publish(inside) == str(inside)
+
+
+def test_credentials_from_flags_and_file(tmp_path):
+    from webapp.ui import read_credentials
+
+    users = tmp_path / "users"
+    users.write_text("# comment\n\nbob:pa:ss\n")
+    assert read_credentials(["ann:secret"], users) == {"ann": "secret", "bob": "pa:ss"}
+    with pytest.raises(UserError, match="USER:PASS"):
+        read_credentials(["ann"], None)
+    with pytest.raises(UserError, match="user name"):
+        read_credentials(["../x:pw"], None)

@@ -134,6 +134,13 @@ class Job:
                 self.finished = time.time()
             self.version += 1
 
+    def add_losses(self, rows) -> None:
+        """Earlier (step, loss_a, loss_b) rows, e.g. a resumed model's loss.csv, before the first event."""
+        with self._lock:
+            for row in rows:
+                self.losses.add(*row)
+            self.version += 1
+
     def loss_points(self) -> list[tuple[float, float, float]]:
         with self._lock:
             return list(self.losses.points)

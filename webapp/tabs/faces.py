@@ -190,7 +190,8 @@ def _job_view(studio: Studio, job: Job | None, side: str) -> tuple[str, str]:
                   for s in report.skipped[:20]]
         if len(report.skipped) > 20:
             lines.append(f"- ... and {len(report.skipped) - 20} more skipped")
-        return progress_bar(1.0, head), "\n".join(lines)
+        fraction = 1.0 if job.state == DONE or event is None else event.fraction
+        return progress_bar(fraction, head), "\n".join(lines)
     return progress_bar(0, job.state), f"**{describe(job.kind)} {job.state}**: {job.message}"
 
 

@@ -84,16 +84,14 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         proj = studio.project(request, name)
         try:
             config = _config(studio, proj, preset, batch, iterations, preview_every, save_every, resume)
-            job = studio.jobs.submit(proj.owner, proj.name, "train", _train_job(config), lane="train",
+            history = saved_losses(proj.model_dir) if resume else []  # the chart goes on where it ended
+            job = studio.jobs.submit(proj.owner, proj.name, "train", _train_job(config, history), lane="train",
                                      info={"preset": config.preset or model_summary(proj.model_dir)["preset"],
                                            "batch_size": config.batch_size,
                                            "iterations": config.iterations, "preview_every": config.preview_every,
                                            "save_every": config.save_every})
         except UserError as err:
             raise gr.Error(str(err)) from err
-        if resume:
-            for row in saved_losses(proj.model_dir):  # the chart continues where the last run ended
-                job.losses.add(*row)
         place = studio.jobs.position(job)
         if place > 1:
             gr.Info(f"training queued: {ordinal(place)} in line (one training runs at a time)")
@@ -211,10 +209,11 @@ def _config(studio: Studio, proj: Project, preset, batch, iterations, preview_ev
                        save_every=max(1, int(save_every or 1)))
 
 
-def _train_job(config):
+def _train_job(config, history: list[tuple[float, float, float]]):
     def run(job: Job) -> dict:
         from engine.train.trainer import train
 
+        job.add_losses(history)
         result = train(config, listeners=[job.listen], stop=job.stop)
         if result.status == "diverged":
             raise UserError(f"training diverged (loss became NaN/Inf) at iteration {result.iteration}: the model "
