@@ -120,6 +120,13 @@ def test_pose_error_is_zero_for_identical_landmarks_and_theta_for_a_rotated_head
     assert M.pose_difference(noisy, base, size)[3] < 3.0
 
 
+def test_real_faces_get_near_frontal_poses_not_the_mirrored_solution(frames, placed, analyzer):
+    """talk2's speaker faces the camera: solvePnP must not land on the 180-degree-turned head."""
+    for frame, faces in zip(frames, placed, strict=True):
+        points = analyzer.landmarks(frame, analyzer.box_from_landmarks(faces[0].landmarks))
+        assert np.abs(M.euler_degrees(M.head_rotation(points, frame.shape[:2]))).max() < 25
+
+
 def test_landmark_nme_is_zero_for_identical_points_and_the_shift_over_the_eye_distance():
     points = _projected()
     interocular = np.linalg.norm(points[36] - points[45])

@@ -88,9 +88,20 @@ def camera_matrix(image_size: tuple[int, int]) -> np.ndarray:
 
 
 def head_rotation(points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """3x3 rotation of the generic head that projects onto these 68 landmarks (cv2.solvePnP)."""
-    ok, rvec, _ = cv2.solvePnP(face_model_3d(), np.asarray(points, dtype=np.float64).reshape(68, 1, 2),
-                               camera_matrix(image_size), None, flags=cv2.SOLVEPNP_ITERATIVE)
+    """3x3 rotation of the generic head that projects onto these 68 landmarks (cv2.solvePnP).
+
+    The solver starts from a frontal head at the distance and place the landmarks' spread implies:
+    started cold, it lands on the mirrored solution (the head turned 180 degrees) for a good share
+    of real faces, which would read as a 180 degree pose error.
+    """
+    model = face_model_3d()
+    image_points = np.asarray(points, dtype=np.float64).reshape(68, 2)
+    camera = camera_matrix(image_size)
+    depth = camera[0, 0] * np.ptp(model[:, 0]) / max(np.ptp(image_points[:, 0]), 1e-6)
+    centre = (image_points.mean(axis=0) - camera[:2, 2]) * depth / camera[0, 0] - model[:, :2].mean(axis=0)
+    rvec, tvec = np.zeros((3, 1)), np.array([[centre[0]], [centre[1]], [depth]])
+    ok, rvec, _ = cv2.solvePnP(model, image_points.reshape(68, 1, 2), camera, None, rvec, tvec,
+                               useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
     if not ok:
         raise ValueError("solvePnP found no head pose for these landmarks")
     return cv2.Rodrigues(rvec)[0]
