@@ -17,7 +17,7 @@ from engine.errors import UserError
 from engine.faces.mtcnn import MTCNNDetector
 from engine.media import ffmpeg_exe, probe_video, read_frames
 from engine.progress import StopFlag
-from engine.swap.pipeline import Swapper, SwapSettings
+from engine.swap.pipeline import DETECT_SIZE, Swapper, SwapSettings
 from engine.swap.timed_writer import frame_times
 from engine.swap.video import swap_video
 
@@ -51,7 +51,7 @@ class CachedDetector:
     name = "mtcnn"
 
     def __init__(self) -> None:
-        self.inner = MTCNNDetector(max_side=640)
+        self.inner = MTCNNDetector(max_side=DETECT_SIZE)
         self.cache: dict[bytes, list] = {}
         self.calls = 0
 

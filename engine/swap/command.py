@@ -8,6 +8,7 @@ the settings are wrong (nothing is attempted then).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -39,14 +40,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="video landmark smoothing, 0 (off) to 1 (heaviest) (default: 0.5)")
     p.add_argument("--detector", default="auto", choices=["auto", "mtcnn", "retinaface"],
                    help="auto = RetinaFace when its weights are present, else MTCNN (default: auto)")
-    p.add_argument("--detect-size", type=int, default=640, metavar="PX",
-                   help="long side frames are shrunk to for detection; raise it for small faces (default: 640)")
+    p.add_argument("--detect-size", type=int, default=480, metavar="PX",
+                   help="long side frames are shrunk to for detection: faces must be about 20 px at this size; "
+                        "raise it for small faces, lower it (320) for speed on close-ups (default: 480)")
     p.add_argument("--detect-every", type=int, default=1, metavar="N",
                    help="video: detect on every Nth frame and track faces by optical flow between (default: 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads for the model and detector; 0 = one less than the cores, leaving one to "
+                        "ffmpeg's decoder and encoder (default: 0)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from engine.errors import UserError
     from engine.swap.pipeline import Swapper, SwapSettings
 
@@ -56,10 +63,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--detect-size {args.detect_size}: use 64 px or more")
     if not 0.0 <= args.smooth <= 1.0:
         raise UserError(f"--smooth {args.smooth}: use 0 (off) to 1 (heaviest)")
+    if args.threads < 0:
+        raise UserError(f"--threads {args.threads}: use 0 (automatic) or more")
     jobs = plan_outputs(args.inputs, Path(args.out))
     settings = SwapSettings(direction=args.direction, color=args.color, color_strength=args.color_strength,
                             blend=args.blend, erode=args.erode, blur=args.blur, faces=args.faces)
     settings.check()
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))
     swapper = Swapper(args.model, settings, device=args.device, detector=args.detector,
                       detect_size=args.detect_size)
     failed = 0
