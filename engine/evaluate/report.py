@@ -96,7 +96,7 @@ def plot_png(x: list[int], lines: list[tuple[list[float], str]], title: str, yla
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 2.6), dpi=100)
+    fig = Figure(figsize=(8.5, 2.6), dpi=100)
     ax = fig.add_subplot()
     for values, label in lines:
         y = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
@@ -105,7 +105,7 @@ def plot_png(x: list[int], lines: list[tuple[list[float], str]], title: str, yla
     ax.set_xlabel("frame")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside, never over the curves
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
