@@ -23,6 +23,7 @@ from engine.errors import UserError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jfif"}
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}
+DAMAGE_SIGNS = ("partial file", "Invalid data", "moov atom not found", "truncat", "corrupt")
 MAX_IMAGE_PIXELS = 80_000_000  # larger images are refused as likely decompression bombs
 
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
@@ -152,7 +153,9 @@ def read_frames(path: str | Path, every: int = 1) -> Iterator[tuple[int, np.ndar
         proc.wait()
         drain.join(timeout=5)
     message = b"".join(errors).decode(errors="replace").strip()
-    if proc.returncode != 0 or (index == 0):
+    # ffmpeg exits 0 on a file cut short: its complaints on stderr are the only sign
+    damaged = any(sign in message for sign in DAMAGE_SIGNS)
+    if proc.returncode != 0 or index == 0 or damaged:
         detail = message.splitlines()[-1] if message else "no frames decoded"
         raise UserError(f"{path}: video decoding failed after {index} frames ({detail})")
 
