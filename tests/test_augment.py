@@ -44,12 +44,12 @@ def test_center_crop_matches_alignment_recrop():
 
 def test_outputs_are_unit_range_images_of_the_model_size():
     faces = as_batch(smooth_faces(3))
-    warped, target, mask = warp_batch(faces, resolution=R, model_coverage=MODEL_COVERAGE, mask=True,
+    warped, target, mask = warp_batch(faces, resolution=R, model_coverage=MODEL_COVERAGE,
                                       color_jitter=0.3, generator=torch.Generator().manual_seed(0))
     assert warped.shape == target.shape == (3, 3, R, R) and mask.shape == (3, 1, R, R)
     for t in (warped, target, mask):
         assert t.dtype == torch.float32 and t.min() >= 0 and t.max() <= 1
-    assert warp_batch(faces, resolution=R, model_coverage=MODEL_COVERAGE)[2] is None
+    assert warp_batch(faces, resolution=R, model_coverage=MODEL_COVERAGE, mask=False)[2] is None
 
 
 def test_without_augmentation_the_target_is_the_centre_crop():
@@ -58,6 +58,13 @@ def test_without_augmentation_the_target_is_the_centre_crop():
     warped, target, _ = warp_batch(faces, resolution=R, model_coverage=MODEL_COVERAGE, warp=False, **NO_AUGMENT)
     torch.testing.assert_close(target, crop, atol=1e-5, rtol=0)
     torch.testing.assert_close(warped, crop, atol=1e-5, rtol=0)
+
+
+def test_unaugmented_mask_target_is_the_swap_mask_of_the_model_crop():
+    faces = as_batch(smooth_faces(1))
+    _, _, mask = warp_batch(faces, resolution=R, model_coverage=MODEL_COVERAGE, warp=False, **NO_AUGMENT)
+    swap_mask = torch.from_numpy(face_region_mask(R, MODEL_COVERAGE))
+    assert (mask[0, 0] - swap_mask).abs().mean() < 0.01
 
 
 def test_warp_moves_the_input_only():

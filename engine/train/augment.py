@@ -31,7 +31,7 @@ WARP_REFERENCE_SIDE = 256  # the warp strength is given in pixels of a face-set 
 def warp_batch(faces_u8: torch.Tensor, *, resolution: int, src_coverage: float = FACESET_COVERAGE,
                model_coverage: float, generator: torch.Generator | None = None, warp: bool = True,
                color_jitter: float = 0.0, rotation: float = 10.0, zoom: float = 0.05, shift: float = 0.05,
-               flip: float = 0.4, warp_px: float = 5.0, mask: bool = False
+               flip: float = 0.4, warp_px: float = 5.0, mask: bool = True
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Augment a batch: -> (warped input, target, face-mask target or None), float (N, C, R, R) in [0, 1].
 
@@ -40,7 +40,8 @@ def warp_batch(faces_u8: torch.Tensor, *, resolution: int, src_coverage: float =
     warp_px: std-dev of the warp control points, in pixels of a 256 px crop at the face-set coverage
         (scaled to the face's size at any other resolution). `warp=False` gives input == target.
     color_jitter: max LAB shift; L moves up to 100 * j, a and b up to 32 * j (0.3 ~ faceswap's default).
-    mask: also return `face_region_mask` moved by the target's transform, (N, 1, R, R).
+    mask: also return `face_region_mask` moved by the target's transform, (N, 1, R, R); one cheap
+        single-channel sample, so on by default (pass `mask=model.learn_mask` to skip it).
     """
     n, device = faces_u8.shape[0], faces_u8.device
     draw = _Draw(n, generator, device)
