@@ -53,9 +53,10 @@ def test_intracoder_resolution_is_configurable_and_its_shared_part_is_the_deeper
 
 
 def test_config_rebuilds_the_same_architecture_through_json():
-    model = build_model("intracoder", resolution=80, learn_mask=True, identities=("x", "y", "z"), width=8)
+    model = build_model("intracoder", resolution=80, learn_mask=True, identities=("x", "y", "z"), coverage=0.75,
+                        width=8)
     again = build_model(**json.loads(json.dumps(model.config)))
-    assert again.identities == ("x", "y", "z")
+    assert again.identities == ("x", "y", "z") and again.coverage == 0.75 and again.config == model.config
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
 
 
@@ -79,6 +80,8 @@ def test_bad_options_are_user_errors():
         build_model("original", resolution=128)
     with pytest.raises(UserError, match="multiple of 16"):
         build_model("intracoder", resolution=100)
+    with pytest.raises(UserError, match="coverage"):
+        build_model("lite", coverage=3.0)
 
 
 def test_save_load_round_trip_is_exact(tmp_path):

@@ -6,9 +6,9 @@
     model, meta = load_model(folder)
 """
 
-from .model import FaceSwapModel, build_model
+from .model import MODEL_COVERAGE, FaceSwapModel, build_model
 from .presets import PRESETS, PresetInfo, default_preset
 from .store import is_model_dir, load_model, save_model
 
-__all__ = ["FaceSwapModel", "build_model", "PRESETS", "PresetInfo", "default_preset",
+__all__ = ["FaceSwapModel", "build_model", "MODEL_COVERAGE", "PRESETS", "PresetInfo", "default_preset",
            "save_model", "load_model", "is_model_dir"]

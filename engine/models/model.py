@@ -14,21 +14,26 @@ from engine.errors import UserError
 
 from .presets import BUILDERS, PRESETS
 
+# The face crop models see, as align's coverage: brows to chin with a little margin. Stored in each
+# model's config, so training and swapping cut that model's faces the same way even if this changes.
+MODEL_COVERAGE = 0.85
+
 
 class FaceSwapModel(nn.Module):
     def __init__(self, preset: str, resolution: int, learn_mask: bool, identities: tuple[str, ...],
-                 options: dict[str, int]):
+                 coverage: float, options: dict[str, int]):
         super().__init__()
         parts = BUILDERS[preset](resolution, learn_mask, **options)
         self.resolution = resolution
         self.learn_mask = learn_mask
         self.identities = identities
+        self.coverage = coverage
         self.encoder = parts.encoder
         self.shared_decoder = parts.shared_decoder
         self.decoders = nn.ModuleDict({side: parts.make_decoder() for side in identities})
         # everything build_model needs to rebuild this exact architecture; stored next to the weights
         self.config = {"preset": preset, "resolution": resolution, "learn_mask": learn_mask,
-                       "identities": list(identities), **options}
+                       "identities": list(identities), "coverage": coverage, **options}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, R, R) in [0, 1] -> latent."""
@@ -46,8 +51,12 @@ class FaceSwapModel(nn.Module):
 
 
 def build_model(preset: str, *, resolution: int | None = None, learn_mask: bool = False,
-                identities=("a", "b"), **preset_kwargs) -> FaceSwapModel:
-    """Build a fresh model; `build_model(**model.config)` rebuilds the same architecture."""
+                identities=("a", "b"), coverage: float = MODEL_COVERAGE, **preset_kwargs) -> FaceSwapModel:
+    """Build a fresh model; `build_model(**model.config)` rebuilds the same architecture.
+
+    coverage: the aligned-crop coverage its faces are cut at (engine.faces.align); not part of the
+    architecture, but kept with it so every user of the model crops alike.
+    """
     info = PRESETS.get(preset)
     if info is None:
         raise UserError(f"unknown model preset {preset!r}: choose one of {', '.join(PRESETS)}")
@@ -59,8 +68,10 @@ def build_model(preset: str, *, resolution: int | None = None, learn_mask: bool 
     _check_resolution(preset, resolution, info.resolutions)
     identities = tuple(str(side) for side in identities)
     _check_identities(identities)
+    if not 0.1 <= float(coverage) <= 1.5:
+        raise UserError(f"coverage must be between 0.1 and 1.5, got {coverage}")
     options = {name: int(preset_kwargs.get(name, default)) for name, default in info.options.items()}
-    return FaceSwapModel(preset, resolution, bool(learn_mask), identities, options)
+    return FaceSwapModel(preset, resolution, bool(learn_mask), identities, float(coverage), options)
 
 
 def _check_resolution(preset: str, resolution: int, allowed: tuple[int, ...]) -> None:

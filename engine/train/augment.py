@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from engine.faces.align import FACESET_COVERAGE, recrop_matrix
 from engine.faces.mask import face_region_mask
+from engine.models import MODEL_COVERAGE  # noqa: F401  (the default model_coverage, re-exported)
 
-MODEL_COVERAGE = 0.85  # models see brows to chin with a little margin; face_region_mask fits inside
 WARP_GRID = 5  # control points per side of the random warp
 WARP_REFERENCE_SIDE = 256  # the warp strength is given in pixels of a face-set crop this big
 
