@@ -21,9 +21,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smooth", type=float, default=0.5, metavar="S", help="landmark smoothing, as for swap")
     p.add_argument("--detector", default="auto", choices=["auto", "mtcnn", "retinaface"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads for the model and detector; 0 = one less than the cores, as for swap")
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
     from engine.errors import UserError
     from engine.evaluate.run import EvaluateOptions, evaluate
     from engine.progress import TqdmListener
@@ -31,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: pass a folder for the report")
+    if args.threads < 0:
+        raise UserError(f"--threads {args.threads}: use 0 (automatic) or more")
     if args.reference_faces < 2:
         raise UserError(f"--reference-faces {args.reference_faces}: use 2 or more")
     options = EvaluateOptions(
@@ -38,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         faces_a=Path(args.faces_a) if args.faces_a else None, faces_b=Path(args.faces_b) if args.faces_b else None,
         frames=args.frames, reference_faces=args.reference_faces, strip=args.strip, smooth=args.smooth,
         device=args.device, detector=args.detector)
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))  # swap's rule, so speeds compare
     bar = TqdmListener(desc="evaluate")
     try:
         report = evaluate(options, listeners=[bar])
