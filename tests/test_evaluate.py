@@ -320,6 +320,19 @@ def test_evaluate_command_writes_report_with_every_figure(tiny_model, clip, face
     assert sampled["temporal"]["pairs"] == 3 and not (sample / "swapped.mp4").exists()
 
 
+def test_held_out_faces_are_those_missing_from_the_recorded_training_set(faceset_a, tmp_path):
+    from engine.evaluate.run import held_out
+    from engine.faces.faceset import FaceSet
+
+    full = FaceSet(faceset_a)
+    picks, unseen, note = held_out(full, str(_subset(faceset_a, tmp_path / "train", lambda i: i % 3 != 0)))
+    assert unseen and picks.tolist() == list(range(0, len(full), 3))
+    picks, unseen, note = held_out(full, str(faceset_a))  # trained on all of it: nothing held out
+    assert not unseen and len(picks) == len(full) and "training-set reconstructions" in note
+    picks, unseen, note = held_out(full, str(tmp_path / "gone"))
+    assert not unseen and "unknown or gone" in note
+
+
 def test_evaluate_refuses_what_is_not_a_model_or_face_set(tiny_model, clip, tmp_path, capsys):
     from engine.cli import main as cli_main
 

@@ -156,8 +156,8 @@ def _reference_embeddings(analyzer, faceset, limit: int, stop: StopFlag) -> np.n
     return np.stack(embeddings)
 
 
-def held_out(faceset, train_path: str | None) -> tuple[np.ndarray, str]:
-    """Indices of the set's faces that training did not see, and a note saying how that was decided.
+def held_out(faceset, train_path: str | None) -> tuple[np.ndarray, bool, str]:
+    """(indices of the set's faces that training did not see, whether they truly are unseen, a note).
 
     The trainer keeps no hold-out: it trains on every face of the sets it is given
     (engine.train.data.load_pool). So a face counts as unseen when neither its pixels (sha1) nor its
@@ -168,7 +168,7 @@ def held_out(faceset, train_path: str | None) -> tuple[np.ndarray, str]:
 
     every = np.arange(len(faceset))
     if train_path is None or not (Path(train_path) / "faces.json").is_file():
-        return every, "training face set unknown or gone: all faces used, some may have been seen"
+        return every, False, "training face set unknown or gone: all faces used, some may have been seen"
     train = FaceSet(train_path)
     hashes = train.hashes()
     origins = {(e.get("source"), e.get("frame")) for e in train.entries}
@@ -176,8 +176,8 @@ def held_out(faceset, train_path: str | None) -> tuple[np.ndarray, str]:
                        if e.get("sha1") not in hashes and (e.get("source"), e.get("frame")) not in origins],
                       dtype=np.int64)
     if len(unseen) == 0:
-        return every, "every face was in the training set: these are training-set reconstructions"
-    return unseen, f"{len(unseen)} of {len(faceset)} faces not in the training set {train_path}"
+        return every, False, "every face was in the training set: these are training-set reconstructions"
+    return unseen, True, f"{len(unseen)} of {len(faceset)} faces not in the training set {train_path}"
 
 
 def reconstruction(model, faceset, side: str, train_path: str | None) -> dict:
@@ -191,7 +191,7 @@ def reconstruction(model, faceset, side: str, train_path: str | None) -> dict:
     from engine.train.augment import center_crop_batch
     from engine.train.trainer import model_coverage
 
-    picks, note = held_out(faceset, train_path)
+    picks, unseen, note = held_out(faceset, train_path)
     picks = picks[spread(len(picks), MAX_HELD_OUT)]
     images = faceset.load_images()[picks]
     faces = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
@@ -207,7 +207,7 @@ def reconstruction(model, faceset, side: str, train_path: str | None) -> dict:
     grid = np.concatenate([np.concatenate(list(targets[show]), axis=1),
                            np.concatenate(list(outputs[show]), axis=1)], axis=0)
     return {"ssim": float(np.mean(ssims)), "psnr": float(np.mean(psnrs)), "faces": len(picks),
-            "held_out": not note.startswith(("every", "training face set unknown")), "note": note,
+            "held_out": unseen, "note": note,
             "face_set": str(faceset.path), "grid": grid}
 
 
