@@ -48,3 +48,27 @@ def faceset_b(tmp_path_factory, mtcnn) -> Path:
     report = extract(photos, out, ExtractOptions(), detector=mtcnn)
     assert report.faces_kept >= 40, report
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """On a shared 2-core machine one torch thread is several times faster than two fighting for cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(faceset_a, faceset_b, tmp_path_factory) -> Path:
+    """A lite model trained for 30 iterations: blurry faces, but real weights in a real model folder."""
+    from engine.train import TrainConfig, train
+
+    folder = tmp_path_factory.mktemp("swap_model") / "lite"
+    result = train(TrainConfig(faces_a=str(faceset_a), faces_b=str(faceset_b), model_dir=str(folder),
+                               preset="lite", device="cpu", batch_size=4, iterations=30, save_every=30,
+                               preview_every=0))
+    assert result.status == "done"
+    return folder

@@ -9,19 +9,11 @@ import math
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from engine.errors import UserError
 from engine.evaluate import metrics as M
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On a shared 2-core machine one thread is several times faster than two fighting for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +244,7 @@ def _subset(source, out, keep):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(faceset_a, faceset_b, tmp_path_factory):
+def held_out_model(faceset_a, faceset_b, tmp_path_factory):
     """A lite model trained 30 iterations on A minus its last 8 faces and B minus every 4th face."""
     from engine.faces.faceset import FaceSet
     from engine.train import TrainConfig, train
@@ -282,11 +274,11 @@ def clip(data_dir, tmp_path_factory):
     return path
 
 
-def test_evaluate_command_writes_report_with_every_figure(tiny_model, clip, faceset_a, faceset_b, tmp_path):
+def test_evaluate_command_writes_report_with_every_figure(held_out_model, clip, faceset_a, faceset_b, tmp_path):
     from engine.cli import main as cli_main
 
     def args(out, *extra):
-        return ["evaluate", "-m", str(tiny_model), "--video", str(clip), "--faces-a", str(faceset_a),
+        return ["evaluate", "-m", str(held_out_model), "--video", str(clip), "--faces-a", str(faceset_a),
                 "--faces-b", str(faceset_b), "--out", str(out), "--detector", "mtcnn", "--device", "cpu",
                 "--reference-faces", "10", *extra]
 
@@ -333,11 +325,11 @@ def test_held_out_faces_are_those_missing_from_the_recorded_training_set(faceset
     assert not unseen and "unknown or gone" in note
 
 
-def test_evaluate_refuses_what_is_not_a_model_or_face_set(tiny_model, clip, tmp_path, capsys):
+def test_evaluate_refuses_what_is_not_a_model_or_face_set(held_out_model, clip, tmp_path, capsys):
     from engine.cli import main as cli_main
 
     assert cli_main(["evaluate", "-m", str(tmp_path), "--video", str(clip), "--out", str(tmp_path / "r")]) == 2
     assert "not a model folder" in capsys.readouterr().err
-    assert cli_main(["evaluate", "-m", str(tiny_model), "--video", str(clip), "--faces-b", str(tmp_path),
+    assert cli_main(["evaluate", "-m", str(held_out_model), "--video", str(clip), "--faces-b", str(tmp_path),
                      "--out", str(tmp_path / "r")]) == 2
     assert "not a face set" in capsys.readouterr().err

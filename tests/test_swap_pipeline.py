@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from skimage import color
 
 from engine.cli import main as cli_main
@@ -14,27 +13,7 @@ from engine.faces import align
 from engine.media import read_frames, read_image
 from engine.swap.pipeline import Swapper, SwapSettings
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On a shared 2-core machine one thread is several times faster than two fighting for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(faceset_a, faceset_b, tmp_path_factory):
-    """A lite model trained for 30 iterations: blurry faces, but real weights in a real model folder."""
-    from engine.train import TrainConfig, train
-
-    folder = tmp_path_factory.mktemp("swap_model") / "lite"
-    result = train(TrainConfig(faces_a=str(faceset_a), faces_b=str(faceset_b), model_dir=str(folder),
-                               preset="lite", device="cpu", batch_size=4, iterations=30, save_every=30,
-                               preview_every=0))
-    assert result.status == "done"
-    return folder
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import cv2
 import imageio_ffmpeg
 import numpy as np
 import pytest
-import torch
 
 from engine.cli import main as cli_main
 from engine.errors import UserError
@@ -21,27 +20,7 @@ from engine.swap.pipeline import DETECT_SIZE, Swapper, SwapSettings
 from engine.swap.timed_writer import frame_times
 from engine.swap.video import swap_video
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On a shared 2-core machine one thread is several times faster than two fighting for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(faceset_a, faceset_b, tmp_path_factory):
-    """A lite model trained for 30 iterations: blurry faces, but real weights in a real model folder."""
-    from engine.train import TrainConfig, train
-
-    folder = tmp_path_factory.mktemp("swap_model") / "lite"
-    result = train(TrainConfig(faces_a=str(faceset_a), faces_b=str(faceset_b), model_dir=str(folder),
-                               preset="lite", device="cpu", batch_size=4, iterations=30, save_every=30,
-                               preview_every=0))
-    assert result.status == "done"
-    return folder
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class CachedDetector:
