@@ -1,4 +1,4 @@
-"""Read images and videos, write videos with the source's audio: ffmpeg through pipes.
+"""Read images and videos: ffmpeg through pipes (writing lives in `engine.video_writer`).
 
 The ffmpeg binary comes from the `imageio-ffmpeg` wheel (no system ffmpeg needed) and commands are
 built with `ffmpeg-python`. Frames travel as raw RGB through pipes: no folders of temporary PNGs.
@@ -158,66 +158,3 @@ def read_frames(path: str | Path, every: int = 1) -> Iterator[tuple[int, np.ndar
     if proc.returncode != 0 or index == 0 or damaged:
         detail = message.splitlines()[-1] if message else "no frames decoded"
         raise UserError(f"{path}: video decoding failed after {index} frames ({detail})")
-
-
-class VideoWriter:
-    """Encode RGB frames to H.264 MP4 through an ffmpeg pipe, carrying over another file's audio.
-
-    Writes to a temporary name beside `path` and renames on `close()`, so a failed or interrupted
-    render never leaves a half-written video at `path`.
-    """
-
-    def __init__(self, path: str | Path, width: int, height: int, fps: float,
-                 audio_from: str | Path | None = None, crf: int = 18, preset: str = "veryfast") -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
-        self.size = (width, height)
-        video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
-                             framerate=fps)
-        streams = [video.video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")]
-        kwargs = dict(vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset=preset, movflags="+faststart")
-        if audio_from is not None:
-            streams.append(ffmpeg.input(str(audio_from)).audio)
-            kwargs["acodec"] = "copy"
-        out = ffmpeg.output(*streams, str(self.tmp), **kwargs).overwrite_output()
-        out = out.global_args("-nostdin", "-hide_banner", "-loglevel", "error")
-        self.proc = out.run_async(cmd=ffmpeg_exe(), pipe_stdin=True, pipe_stderr=True)
-        self._errors: list[bytes] = []
-        self._drain = threading.Thread(target=lambda: self._errors.append(self.proc.stderr.read()),
-                                       daemon=True)
-        self._drain.start()
-        self.frames = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        if frame.shape[:2] != (self.size[1], self.size[0]):
-            raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]}, writer expects "
-                             f"{self.size[0]}x{self.size[1]}")
-        self.proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
-        self.frames += 1
-
-    def close(self) -> Path:
-        self.proc.stdin.close()
-        self.proc.wait()
-        self._drain.join(timeout=5)
-        if self.proc.returncode != 0:
-            self.abort()
-            message = b"".join(self._errors).decode(errors="replace").strip()
-            raise UserError(f"{self.path}: video encoding failed ({message.splitlines()[-1] if message else 'ffmpeg error'})")
-        self.tmp.replace(self.path)
-        return self.path
-
-    def abort(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

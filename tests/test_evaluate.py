@@ -263,7 +263,8 @@ def held_out_model(faceset_a, faceset_b, tmp_path_factory):
 @pytest.fixture(scope="module")
 def clip(data_dir, tmp_path_factory):
     """The first 10 frames of talk2.mp4 at half size (422 px) with its audio: a short destination."""
-    from engine.media import VideoWriter, read_frames
+    from engine.media import read_frames
+    from engine.video_writer import VideoWriter
 
     path = tmp_path_factory.mktemp("clip") / "talk2_10.mp4"
     with VideoWriter(path, 422, 422, 25) as writer:

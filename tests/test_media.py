@@ -7,6 +7,7 @@ import pytest
 
 from engine import media
 from engine.errors import UserError
+from engine.video_writer import VideoWriter
 
 
 def test_probe_and_read_every_frame(data_dir):
@@ -34,14 +35,14 @@ def test_cut_short_video_raises_after_its_good_frames(data_dir, tmp_path):
 def test_writer_keeps_audio_and_leaves_nothing_on_failure(data_dir, tmp_path):
     source = data_dir / "video" / "talk3.mp4"
     out = tmp_path / "out.mp4"
-    with media.VideoWriter(out, 590, 590, 25, audio_from=source) as writer:
+    with VideoWriter(out, 590, 590, 25, audio_from=source) as writer:
         for _, frame in media.read_frames(source):
             writer.write(frame)
     info = media.probe_video(out)
     assert info.has_audio and (info.width, info.height) == (590, 590)
     assert sum(1 for _ in media.read_frames(out)) == 125
     with pytest.raises(ValueError):
-        with media.VideoWriter(tmp_path / "bad.mp4", 590, 590, 25) as writer:
+        with VideoWriter(tmp_path / "bad.mp4", 590, 590, 25) as writer:
             writer.write(np.zeros((10, 10, 3), np.uint8))
     assert not list(tmp_path.glob("*bad*"))
 

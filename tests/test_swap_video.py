@@ -17,8 +17,8 @@ from engine.faces.mtcnn import MTCNNDetector
 from engine.media import ffmpeg_exe, probe_video, read_frames
 from engine.progress import StopFlag
 from engine.swap.pipeline import DETECT_SIZE, Swapper, SwapSettings
-from engine.swap.timed_writer import frame_times
 from engine.swap.video import swap_video
+from engine.video_writer import frame_times
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -242,7 +242,7 @@ class SwapRun:
 
 def _frame_count(video: Path) -> int:
     from engine.media import probe_video
-    from engine.swap.timed_writer import frame_times
+    from engine.video_writer import frame_times
 
     info = probe_video(video)
     times = frame_times(video, info.fps)

@@ -1,7 +1,7 @@
 """Swap a video: decode -> detect in batches (or track between detections) -> smooth -> swap -> encode.
 
 Frames stream through ffmpeg pipes (a reader thread decodes ahead while the model works), and
-the output keeps the source's frame count, size, frame times and audio (`timed_writer`). Faces
+the output keeps the source's frame count, size, frame times and audio (`engine.video_writer`). Faces
 are detected on every `detect_every`-th frame in one batched call per chunk of frames and carried
 to the frames between by optical flow (`flow_tracker`); landmarks are One-Euro smoothed per face
 track, so the pasted face does not shimmer. Frames without a face are written as they came.
@@ -25,7 +25,7 @@ from engine.progress import Listener, Reporter, StopFlag
 from engine.swap.flow_tracker import FlowTracker
 from engine.swap.pipeline import STAGES, SwappedFace, Swapper
 from engine.swap.smoothing import LandmarkSmoother, smoothing_params
-from engine.swap.timed_writer import TimedVideoWriter, frame_times
+from engine.video_writer import TimedVideoWriter, frame_times
 
 BATCH_SIZE = 8  # frames per detector and model call
 

@@ -1,8 +1,8 @@
 """Encode frames to H.264 MP4 at the source's own frame times, with its audio copied.
 
-`engine.media.VideoWriter` pipes raw frames at one constant rate, which is right for constant-rate
-video but not for variable-rate phone clips: 135 frames of a 6.13 s clip written at its nominal
-30 fps last 4.5 s and drift off the audio. Raw video through a pipe has no timestamps, so this
+Piping raw frames at one constant rate is right for constant-rate video but not for variable-rate
+phone clips: 135 frames of a 6.13 s clip written at its nominal 30 fps last 4.5 s and drift off the
+audio. Raw video through a pipe has no timestamps, so this
 writer wraps each frame in a minimal Matroska stream (uncompressed RGB blocks, microsecond
 timestamps) that ffmpeg reads from stdin; ffmpeg then encodes with `-fps_mode passthrough`, so
 every frame keeps its source time, the frame count and duration match, and the output reports
@@ -230,3 +230,37 @@ def _cluster(frame: np.ndarray, time: float, duration: float | None = None) -> b
         block = _element(b"\xa0", _element(b"\xa1", block_head + b"\x00" + frame.tobytes())
                          + _uint(b"\x9b", max(1, round(duration * _US))))
     return _element(b"\x1f\x43\xb6\x75", _uint(b"\xe7", max(0, round(time * _US))) + block)
+
+
+class VideoWriter:
+    """Constant-rate convenience over `TimedVideoWriter`: frame i is shown at i / fps.
+
+    Writes beside `path` and renames on close (or deletes the partial file when the block fails).
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float,
+                 audio_from: str | Path | None = None, crf: int = 18, preset: str = "veryfast") -> None:
+        self.fps = float(fps)
+        self._writer = TimedVideoWriter(path, width, height, audio_from=audio_from, crf=crf, preset=preset)
+
+    @property
+    def frames(self) -> int:
+        return self._writer.frames
+
+    def write(self, frame: np.ndarray) -> None:
+        self._writer.write(frame, self._writer.frames / self.fps)
+
+    def close(self) -> Path:
+        return self._writer.close(1.0 / self.fps)
+
+    def abort(self) -> None:
+        self._writer.abort()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
