@@ -147,9 +147,13 @@ def set_number(page, elem_id: str, value) -> None:
     """Type into a Number or a Slider's number box and leave it, as a person would."""
     box = page.locator(f"#{elem_id} input[type=number]").first
     box.wait_for(state="visible")
-    box.fill(str(value))
-    box.press("Tab")
-    assert box.input_value() == str(value), f"#{elem_id} kept {box.input_value()!r}"
+    for _ in range(3):  # on a loaded machine the page can still be re-rendering the tab: type again
+        box.fill(str(value))
+        box.press("Tab")
+        time.sleep(0.5)
+        if box.input_value() == str(value):
+            return
+    raise AssertionError(f"#{elem_id} kept {box.input_value()!r} after 3 tries")
 
 
 def status_iteration(page) -> tuple[str, int] | None:
