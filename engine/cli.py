@@ -18,6 +18,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("extract", "engine.faces.command", "detect, align and save faces from photos, folders, zips and videos"),
     ("weights", "engine.faces.weights_command", "download detector weights into weights/ up front"),
     ("train", "engine.train.command", "train an intracoder on two face sets"),
+    ("train-color", "engine.train.color_command",
+     "train a model's colour network: its faces at 2x/4x in the destination's colours"),
     ("swap", "engine.swap.command", "swap faces in photos and videos with a trained model"),
     ("evaluate", "engine.evaluate.command", "measure swap quality on a video: identity, expression, pose, flicker, speed"),
 ]

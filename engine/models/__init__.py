@@ -4,11 +4,15 @@
     rgb, mask = model(faces_a, "b")             # A's faces rendered as B
     save_model(folder, model, {"iteration": 1000})
     model, meta = load_model(folder)
+    net = build_color_net(2)                    # the optional colour network, kept in the same folder
+    save_color_net(folder, net, {}); net, meta = load_color_net(folder)
 """
 
+from .colornet import ColorNet, build_color_net
 from .model import MODEL_COVERAGE, FaceSwapModel, build_model
 from .presets import PRESETS, PresetInfo, default_preset
-from .store import is_model_dir, load_model, save_model
+from .store import has_color_net, is_model_dir, load_color_net, load_model, save_color_net, save_model
 
 __all__ = ["FaceSwapModel", "build_model", "MODEL_COVERAGE", "PRESETS", "PresetInfo", "default_preset",
-           "save_model", "load_model", "is_model_dir"]
+           "save_model", "load_model", "is_model_dir", "ColorNet", "build_color_net", "save_color_net",
+           "load_color_net", "has_color_net"]

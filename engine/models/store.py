@@ -1,5 +1,10 @@
 """A model folder: `model.safetensors` (weights) + `config.json` (architecture and training facts).
 
+A folder may also hold the model's colour network (`engine.models.colornet`): `color.safetensors`
+plus a `color_net` entry in the same config.json. It lives in the model's own folder because it is
+trained on that model's outputs and is useless with any other; the two are saved at different
+times, so each save keeps the other's config entry.
+
 safetensors rather than pickle so opening a model someone sent you cannot run code; the
 architecture lives in JSON so a folder is rebuilt without knowing which preset made it. The
 optimizer state is the trainer's business and is not stored here.
@@ -19,11 +24,14 @@ from torch import nn
 from engine.atomic import write_json, write_with
 from engine.errors import UserError
 
+from .colornet import ColorNet, build_color_net
 from .model import FaceSwapModel, build_model
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 KIND = "faceswap-studio model"  # marks our config.json among other tools' files
+COLOR_WEIGHTS = "color.safetensors"
+COLOR_KEY = "color_net"  # config.json entry: {"net": architecture, "meta": colour training state}
 
 
 def save_model(folder: str | os.PathLike, model: nn.Module, meta: dict) -> None:
@@ -33,10 +41,12 @@ def save_model(folder: str | os.PathLike, model: nn.Module, meta: dict) -> None:
     """
     model = _unwrap(model)
     folder = Path(folder)
-    # safetensors needs contiguous CPU tensors; channels_last weights are not contiguous
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
-    write_with(folder / WEIGHTS, lambda tmp: save_file(tensors, tmp))
-    write_json(folder / CONFIG, {"kind": KIND, "model": model.config, "meta": meta})
+    config = {"kind": KIND, "model": model.config, "meta": meta}
+    color_entry = _color_entry(folder)
+    if color_entry is not None:  # the colour net was saved separately: keep it
+        config[COLOR_KEY] = color_entry
+    write_with(folder / WEIGHTS, lambda tmp: save_file(_cpu_tensors(model), tmp))
+    write_json(folder / CONFIG, config)
 
 
 def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[FaceSwapModel, dict]:
@@ -61,6 +71,43 @@ def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") ->
     return model.to(device).eval(), config.get("meta", {})
 
 
+def save_color_net(folder: str | os.PathLike, net: nn.Module, meta: dict) -> None:
+    """Write the colour network into a folder that already holds its model; `meta` comes back from
+    `load_color_net`. Weights first, then config.json, each atomically."""
+    net = _unwrap(net)
+    folder = Path(folder)
+    config = _read_config(folder)
+    write_with(folder / COLOR_WEIGHTS, lambda tmp: save_file(_cpu_tensors(net), tmp))
+    config[COLOR_KEY] = {"net": net.config, "meta": meta}
+    write_json(folder / CONFIG, config)
+
+
+def has_color_net(folder: str | os.PathLike) -> bool:
+    """True when the model folder holds a colour network (cheap: reads config.json only)."""
+    return _color_entry(Path(folder)) is not None
+
+
+def load_color_net(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[ColorNet, dict]:
+    """-> (colour network in eval mode, its meta); UserError when the folder has none or it is damaged."""
+    folder = Path(folder)
+    entry = _color_entry(folder)
+    if entry is None:
+        raise UserError(f"{folder} has no colour network ({COLOR_WEIGHTS}): train one with "
+                        f"`python -m engine train-color --model {folder}`, or use another colour mode")
+    try:
+        net = build_color_net(**entry["net"])
+    except (UserError, TypeError, KeyError) as err:
+        raise UserError(f"{folder / CONFIG} describes a colour network this version cannot build ({err}): "
+                        f"retrain it with `python -m engine train-color --model {folder}`") from err
+    try:
+        net.load_state_dict(load_file(folder / COLOR_WEIGHTS), strict=True)
+    except (SafetensorError, RuntimeError, OSError) as err:
+        raise UserError(f"{folder / COLOR_WEIGHTS} does not match the colour network in {CONFIG} "
+                        f"({str(err).splitlines()[0]}): retrain it with "
+                        f"`python -m engine train-color --model {folder}`") from err
+    return net.to(device).eval(), entry.get("meta", {})
+
+
 def is_model_dir(path: str | os.PathLike) -> bool:
     """True for a folder written by `save_model` (cheap: reads config.json only)."""
     path = Path(path)
@@ -83,6 +130,22 @@ def _read_config(folder: Path) -> dict:
         raise UserError(f"{config_path} is not a face-swap model config: "
                         "pass the folder that training wrote, not another tool's model")
     return config
+
+
+def _color_entry(folder: Path) -> dict | None:
+    """config.json's colour-net entry when its weights are there too, else None (never raises)."""
+    if not (folder / COLOR_WEIGHTS).is_file():
+        return None
+    try:
+        entry = json.loads((folder / CONFIG).read_text()).get(COLOR_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return entry if isinstance(entry, dict) and isinstance(entry.get("net"), dict) else None
+
+
+def _cpu_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors needs contiguous CPU tensors; channels_last weights are not contiguous
+    return {name: t.detach().to("cpu").contiguous() for name, t in module.state_dict().items()}
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -6,7 +6,9 @@ same geometry; statistics are taken only under `mask` (the face, not hair or bac
 resulting transfer is applied to the whole crop, so the blend mask may reach beyond the
 statistics mask without leaving an uncorrected rim.
 
-Modes live in one registry: a new mode (e.g. the learned `net` mode) is one decorated function.
+Modes live in one registry: a new same-size transfer is one decorated function. The learned `net`
+mode is not one of them: it needs the model's colour network and returns a larger face, so
+`engine.swap.pipeline` runs it (and mixes it with `reinhard` from here).
 """
 
 from __future__ import annotations

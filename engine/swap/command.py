@@ -23,10 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--direction", default="a2b", choices=["a2b", "b2a"],
                    help="a2b: frames show face set A, B's face is put in (default); b2a: the reverse")
     p.add_argument("--color", default="auto", metavar="MODE",
-                   help="colour correction: auto (the model's learned one when it has one, else reinhard), "
+                   help="colour correction: auto (net when the model has a colour network, else reinhard), "
+                        "net (the colour network: the face at 2x/4x in the frame's colours), "
                         "reinhard, hist, average or none (default: auto)")
     p.add_argument("--color-strength", type=float, default=1.0, metavar="F",
-                   help="0 keeps the model's colours, 1 applies the full correction (default: 1)")
+                   help="0 keeps the model's colours, 1 applies the full correction; with net, the network's "
+                        "share, the rest is reinhard's (default: 1)")
     p.add_argument("--blend", default="poisson", metavar="MODE",
                    help="poisson (seamless), poisson-mixed (keeps frame texture) or alpha (default: poisson)")
     p.add_argument("--erode", type=int, default=0, metavar="PX",

@@ -6,6 +6,12 @@ preview all call it, so a face looks the same everywhere, and settings change be
 the model trained with (`engine.faces.align`, the same geometry as extraction and training), and
 pasted from a larger crop of the same geometry (`BLEND_SIZE`), so the mask edge and `--erode` /
 `--blur` are in pixels of a 256 px face whatever the model's resolution.
+
+Colour mode `net` uses the model folder's colour network (`engine.models.colornet`) instead of a
+statistics transfer: it renders the new face at 2x or 4x the model's resolution in the destination
+frame's colours, and that larger face is what gets pasted. It lives here, not in
+`engine.swap.color`'s registry of same-size transfers, because it needs the model and changes the
+face's size; `auto` picks it whenever the folder has a colour network.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from engine.swap.color import COLOR_MODES, correct_color
 from engine.swap.masks import blend_mask
 from engine.swap.selection import FaceSelector, check_rule
 
+NET_MODE = "net"  # the learned colour mode (the model folder's colour network)
 # --direction: (identity the frames show, decoder that renders the new face)
 DIRECTIONS = {"a2b": ("a", "b"), "b2a": ("b", "a")}
 BLEND_SIZE = 256  # px of the aligned crop that is pasted (at least the model's resolution)
@@ -54,8 +61,10 @@ STAGES = ("decode", "detect", "track", "model", "colour", "blend", "encode")
 
 
 def auto_color_mode(model_dir: Path) -> str:
-    """What `--color auto` means for this model folder: Reinhard until models ship a learned colour net."""
-    return "reinhard"
+    """What `--color auto` means for this model folder: its colour network when it has one, else Reinhard."""
+    from engine.models import has_color_net
+
+    return NET_MODE if has_color_net(model_dir) else "reinhard"
 
 
 @dataclass(frozen=True)
@@ -74,8 +83,8 @@ class SwapSettings:
     def check(self) -> None:
         if self.direction not in DIRECTIONS:
             raise UserError(f"--direction {self.direction!r}: use {' or '.join(DIRECTIONS)}")
-        if self.color != "auto" and self.color not in COLOR_MODES:
-            raise UserError(f"--color {self.color!r}: use auto or one of {', '.join(sorted(COLOR_MODES))}")
+        if self.color not in ("auto", NET_MODE) and self.color not in COLOR_MODES:
+            raise UserError(f"--color {self.color!r}: use auto, {NET_MODE} or one of {', '.join(sorted(COLOR_MODES))}")
         if not 0.0 <= self.color_strength <= 1.0:
             raise UserError(f"--color-strength {self.color_strength}: use a value from 0 to 1")
         if self.blend not in BLEND_MODES:
@@ -155,7 +164,7 @@ class Swapper:
                  device: str | torch.device = "auto", detector: str | Detector = "auto",
                  detect_size: int = DETECT_SIZE) -> None:
         from engine.device import pick_device
-        from engine.models import load_model
+        from engine.models import has_color_net, load_color_net, load_model
         from engine.train.trainer import model_coverage
 
         self.model_dir = Path(model_dir)
@@ -172,7 +181,7 @@ class Swapper:
                             "use a model trained by `python -m engine train`")
         self.resolution = int(self.model.resolution)
         self.coverage = model_coverage(self.model)  # the crop geometry the model trained on
-        self.blend_size = max(BLEND_SIZE, self.resolution)
+        self.color_net = load_color_net(self.model_dir, self.device)[0] if has_color_net(self.model_dir) else None
         self.clock = StageClock()
         if isinstance(detector, str):
             from engine.faces.detectors import build_detector
@@ -180,9 +189,10 @@ class Swapper:
             detector = build_detector(detector, device=self.device, max_side=detect_size)
         self.detector = detector
         self._stats_mask = face_region_mask(self.resolution, self.coverage)  # colour statistics: the face only
+        self._stats_weights = torch.from_numpy(self._stats_mask).to(self.device)
         self._settings = SwapSettings()
         self._color = auto_color_mode(self.model_dir)
-        self._masks: dict[tuple[int, int], np.ndarray] = {}
+        self._masks: dict[tuple[int, int, int], np.ndarray] = {}
         self.selector = FaceSelector.build("largest", MIN_SCORE, self.detect)
         self.update(settings or SwapSettings())
 
@@ -199,9 +209,23 @@ class Swapper:
         new.check()
         if (new.faces, new.min_score) != (self.selector.rule, self.selector.min_score):
             self.selector = FaceSelector.build(new.faces, new.min_score, self.detect)
-        self._color = auto_color_mode(self.model_dir) if new.color == "auto" else new.color
-        self._settings = new
+        color = auto_color_mode(self.model_dir) if new.color == "auto" else new.color
+        if color == NET_MODE and self.color_net is None:
+            raise UserError(f"--color {NET_MODE}: {self.model_dir} has no colour network; train one with "
+                            f"`python -m engine train-color --model {self.model_dir}`, or use --color reinhard")
+        self._color, self._settings = color, new
         return new
+
+    @property
+    def face_size(self) -> int:
+        """Side of the face that is pasted before resizing to the blend size: the colour net's output
+        in mode `net`, else the model's."""
+        return self.resolution * (self.color_net.scale if self._color == NET_MODE else 1)
+
+    @property
+    def blend_size(self) -> int:
+        """Side of the aligned crop that is pasted: at least BLEND_SIZE, and never below the face's."""
+        return max(BLEND_SIZE, self.face_size)
 
     @property
     def color_mode(self) -> str:
@@ -241,14 +265,21 @@ class Swapper:
             crops = np.stack([align.warp_face(frames[i], m, self.resolution)
                               for (i, _), m in zip(jobs, matrices, strict=True)])
             generated, learned = self._render(crops, side)
+        net_faces = None
+        if self._color == NET_MODE:
+            with self.clock("colour"):
+                net_faces = self._net_faces(generated, crops, DIRECTIONS[self._settings.direction][0])
+        size = self.blend_size
         for k, (i, points) in enumerate(jobs):
             with self.clock("colour"):
-                face = correct_color(generated[k], crops[k], self._stats_mask, self._color,
-                                     self._settings.color_strength)
+                if net_faces is None:
+                    face = _resized(correct_color(generated[k], crops[k], self._stats_mask, self._color,
+                                                  self._settings.color_strength), size)
+                else:
+                    face = self._mix_with_reinhard(_resized(net_faces[k], size), generated[k], crops[k])
             with self.clock("blend"):
-                face = cv2.resize(face, (self.blend_size, self.blend_size), interpolation=cv2.INTER_CUBIC)
                 mask = self._blend_mask(None if learned is None else learned[k])
-                matrix = align.alignment_matrix(points, self.blend_size, self.coverage)
+                matrix = align.alignment_matrix(points, size, self.coverage)
                 outputs[i] = self._paste(outputs[i], face, matrix, mask)
             placed[i].append(SwappedFace(points, matrix, mask))
         return outputs, placed
@@ -260,6 +291,31 @@ class Swapper:
             rgb, mask = self.model(x, side)
         faces = rgb.clamp(0, 1).mul(255).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return faces, (None if mask is None else mask[:, 0].float().clamp(0, 1).cpu().numpy())
+
+    def _net_faces(self, generated: np.ndarray, crops: np.ndarray, destination: str) -> np.ndarray:
+        """Generated faces through the colour net's head of the identity the frames show -> uint8 faces
+        at its output size (the destination's statistics condition it when it was trained so)."""
+        from engine.models.colornet import pair_stats
+
+        net = self.color_net
+        x = torch.from_numpy(generated).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        with torch.inference_mode():
+            stats = None
+            if net.condition:
+                dest = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+                stats = pair_stats(x, dest, self._stats_weights)
+            out = net(x, destination, stats).clamp(0, 1).mul(255.0).add_(0.5).to(torch.uint8)
+        return out.permute(0, 2, 3, 1).cpu().numpy()
+
+    def _mix_with_reinhard(self, face: np.ndarray, generated: np.ndarray, crop: np.ndarray) -> np.ndarray:
+        """`color_strength` is the network's share of the face; the rest is `--color reinhard`'s face,
+        so strength 0 pastes exactly what `--color reinhard` pastes."""
+        strength = self._settings.color_strength
+        if strength >= 1.0:
+            return face
+        classical = _resized(correct_color(generated, crop, self._stats_mask, "reinhard"), face.shape[0])
+        mixed = strength * face.astype(np.float32) + (1.0 - strength) * classical.astype(np.float32)
+        return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
     def _paste(self, frame: np.ndarray, face: np.ndarray, matrix: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """`blend` of just the mask's bounding box (plus a margin): the same pixels, less to warp and clone.
@@ -285,7 +341,12 @@ class Swapper:
         s = self._settings
         if learned is not None:
             return blend_mask(self.blend_size, self.coverage, learned, erode=s.erode, blur=s.blur)
-        key = (s.erode, s.blur)
+        key = (self.blend_size, s.erode, s.blur)
         if key not in self._masks:
             self._masks[key] = blend_mask(self.blend_size, self.coverage, erode=s.erode, blur=s.blur)
         return self._masks[key]
+
+
+def _resized(face: np.ndarray, size: int) -> np.ndarray:
+    """A square face at `size` px (bicubic; unchanged when it already is)."""
+    return face if face.shape[0] == size else cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)

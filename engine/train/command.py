@@ -41,6 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--color-net", action="store_true",
+                   help="then train the colour network (faces at 2x/4x in the destination's colours; "
+                        "`train-color` trains it on its own)")
+    p.add_argument("--color-scale", type=int, choices=(2, 4), default=2,
+                   help="the colour network's output size over the model's (default 2)")
+    p.add_argument("--color-iterations", type=int, default=600,
+                   help="colour-network iterations to reach after the model's (default 600)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         losses = "" if result.loss_a is None else f", loss A {result.loss_a:.4f}, B {result.loss_b:.4f}"
         print(f"{result.status} at iteration {result.iteration}{losses}; model in {result.model_dir}")
-    return 1 if result.status == "diverged" else 0
+        if result.color is not None:
+            color = result.color
+            losses = "" if color.loss_a is None else f", colour loss A {color.loss_a:.4f}, B {color.loss_b:.4f}"
+            print(f"colour net {color.status} at iteration {color.iteration}{losses}")
+    diverged = result.status == "diverged" or (result.color is not None and result.color.status == "diverged")
+    return 1 if diverged else 0
 
 
 def config_from_args(args: argparse.Namespace):
@@ -66,7 +78,7 @@ def config_from_args(args: argparse.Namespace):
         faces_a, faces_b = faces_a or saved.get("faces_a"), faces_b or saved.get("faces_b")
     if not (faces_a and faces_b):
         raise UserError("pass both --faces-a and --faces-b (face set folders from `python -m engine extract`)")
-    for name in ("iterations", "batch_size", "save_every"):
+    for name in ("iterations", "batch_size", "save_every", "color_iterations"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.resume and args.init_from:
@@ -77,7 +89,8 @@ def config_from_args(args: argparse.Namespace):
         learn_mask=args.learn_mask, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         loss=args.loss, eye_mouth_weight=args.eye_mouth_weight, resume=args.resume, init_from=args.init_from,
         device=args.device, save_every=args.save_every, snapshot_every=args.snapshot_every,
-        preview_every=args.preview_every, bf16=args.bf16, compile=args.compile, seed=args.seed)
+        preview_every=args.preview_every, bf16=args.bf16, compile=args.compile, seed=args.seed,
+        color_net=args.color_net, color_scale=args.color_scale, color_iterations=args.color_iterations)
 
 
 def check_device(name: str) -> None:

@@ -3,6 +3,9 @@
 The CLI and the web app both call `train(config, listeners, stop)`; no other copy of the loop
 exists. Each iteration draws a batch of A faces and one of B faces, warps them on the device, runs
 both through the shared encoder and each side's own decoder, and takes one Adam step.
+
+With `color_net` the same loop then runs a second phase, `engine.train.color.ColorSession`, which
+trains the colour network on the finished model's reconstructions (see `train`).
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ class TrainConfig:
     warp: bool = True
     color_jitter: float = 0.0
     max_rewinds: int = 3  # NaN/Inf rewinds allowed before the run gives up
+    color_net: bool = False  # then train the colour network (engine.train.color) on the finished model
+    color_scale: int = 2  # its output side / the model's: 2 or 4
+    color_iterations: int = 600  # colour-net iterations to reach (its own count, resumable)
 
 
 @dataclass
@@ -68,6 +74,7 @@ class TrainResult:
     loss_b: float | None
     model_dir: Path
     model: nn.Module = field(repr=False)
+    color: TrainResult | None = None  # the colour-net phase, when it ran
 
 
 class PairForward(nn.Module):
@@ -87,11 +94,19 @@ class PairForward(nn.Module):
 
 
 class Session:
-    """Everything one run holds: model, optimizer, data, losses, training state; one method per chore."""
+    """Everything one run holds: model, optimizer, data, losses, training state; one method per chore.
+
+    `run_loop` drives any object with this face (the colour phase's `ColorSession` too): `config`
+    (iterations, batch_size, save/preview/report intervals, max_rewinds), `state`, `cluster`,
+    `device`, `folder`, `model`, `METRICS`, `snapshot_every` and the methods below.
+    """
+
+    METRICS = ("loss_a", "loss_b")  # event metric names of step()'s two losses
 
     def __init__(self, config: TrainConfig, cluster: distributed.Cluster) -> None:
         self.config, self.cluster, self.device = config, cluster, cluster.device
         self.folder = Path(config.model_dir)
+        self.snapshot_every = config.snapshot_every
         self.pools = {side: data.load_pool(path, self.device, cluster.rank, cluster.world_size)
                       for side, path in zip(SIDES, (config.faces_a, config.faces_b), strict=True)}
         torch.manual_seed(config.seed)  # the same initial weights for the same --seed (and on every rank)
@@ -159,10 +174,7 @@ class Session:
 
         The stop request rides on the same all-reduce, so ranks always stop at the same iteration.
         """
-        means = torch.stack(pending).float().mean(0)
-        flag = torch.tensor([1.0 if stop else 0.0], device=means.device)
-        totals = self.cluster.mean(torch.cat([means, flag])).tolist()
-        return totals[0], totals[1], totals[2] > 0
+        return gather_losses(self.cluster, pending, stop)
 
     def rewind(self) -> bool:
         """After a NaN/Inf loss, reload the last checkpoint (never saved broken); False: give up."""
@@ -204,17 +216,54 @@ def train(config: TrainConfig, listeners: list[Listener] | tuple = (), stop: Sto
     left holding the last good checkpoint. Listeners hear progress on the main rank only."""
     stop = stop if stop is not None else StopFlag()
     cluster = distributed.setup(config.device)
+    listeners = listeners if cluster.is_main else ()
     try:
         session = Session(config, cluster)
-        reporter = Reporter("train", total=config.iterations, unit="it",
-                            listeners=listeners if cluster.is_main else (), start_step=session.state.iteration)
-        return _loop(session, reporter, stop)
+        reporter = Reporter("train", total=config.iterations, unit="it", listeners=listeners,
+                            start_step=session.state.iteration)
+        result = run_loop(session, reporter, stop)
+        if config.color_net and result.status == "done":
+            # After the model rather than alternating with it: the colour net learns to map this
+            # model's outputs to real faces, and while the model still learns, those outputs drift
+            # from blobs to faces, so colour steps taken then train on inputs no swap will feed it;
+            # alternating would also double the cost of every model iteration on the way.
+            result.color = _color_phase(config, cluster, session, listeners, stop)
+        return result
     finally:
         distributed.teardown(cluster)
 
 
-def _loop(s: Session, reporter: Reporter, stop: StopFlag) -> TrainResult:
+def _color_phase(config: TrainConfig, cluster: distributed.Cluster, session: Session,
+                 listeners: list[Listener] | tuple, stop: StopFlag) -> TrainResult:
+    """The colour net on the finished model, in this loop, with the face sets already loaded."""
+    from .color import ColorConfig, ColorSession
+
+    color_config = ColorConfig(
+        model_dir=config.model_dir, faces_a=config.faces_a, faces_b=config.faces_b,
+        iterations=config.color_iterations, scale=config.color_scale, batch_size=config.batch_size,
+        resume=config.resume, device=config.device, save_every=config.save_every,
+        preview_every=config.preview_every, preview_rows=config.preview_rows, report_every=config.report_every,
+        bf16=config.bf16, seed=config.seed, max_rewinds=config.max_rewinds)
+    color = ColorSession(color_config, cluster, swap_model=session.model, pools=session.pools)
+    reporter = Reporter("train-color", total=color_config.iterations, unit="it", listeners=listeners,
+                        start_step=color.state.iteration)
+    return run_loop(color, reporter, stop)
+
+
+def gather_losses(cluster: distributed.Cluster, pending: list[torch.Tensor],
+                  stop: StopFlag) -> tuple[float, float, bool]:
+    """Mean of pending [loss, loss] steps over all ranks, and whether any rank was asked to stop."""
+    means = torch.stack(pending).float().mean(0)
+    flag = torch.tensor([1.0 if stop else 0.0], device=means.device)
+    totals = cluster.mean(torch.cat([means, flag])).tolist()
+    return totals[0], totals[1], totals[2] > 0
+
+
+def run_loop(s: Session, reporter: Reporter, stop: StopFlag) -> TrainResult:
+    """The one loop: step until `s.config.iterations`, a stop request or divergence, saving,
+    previewing and reporting on the way; `s` is a `Session` or another session of its face."""
     cfg = s.config
+    names = s.METRICS
     report_every = cfg.report_every or (10 if s.device.type == "cuda" else 1)
     examples_per_step = 2 * cfg.batch_size * s.cluster.world_size  # A and B faces on every rank
     if s.state.iteration == 0:
@@ -231,7 +280,7 @@ def _loop(s: Session, reporter: Reporter, stop: StopFlag) -> TrainResult:
         s.state.iteration += 1
         it = s.state.iteration
         save_due = _due(it, cfg.save_every)
-        snapshot_due = _due(it, cfg.snapshot_every)
+        snapshot_due = _due(it, s.snapshot_every)
         preview_due = _due(it, cfg.preview_every)
         if not (save_due or snapshot_due or preview_due or _due(it, report_every) or it == cfg.iterations):
             continue
@@ -258,7 +307,7 @@ def _loop(s: Session, reporter: Reporter, stop: StopFlag) -> TrainResult:
         now = time.perf_counter()
         speed = examples_per_step * (it - window_start) / max(now - window_t0, 1e-9)
         window_start, window_t0 = it, now
-        reporter(it, metrics={"loss_a": loss_a, "loss_b": loss_b, "examples_per_s": speed}, preview=preview)
+        reporter(it, metrics={names[0]: loss_a, names[1]: loss_b, "examples_per_s": speed}, preview=preview)
         if stop_requested:
             status = "stopped"
             break
@@ -274,7 +323,7 @@ def _loop(s: Session, reporter: Reporter, stop: StopFlag) -> TrainResult:
         if status != "diverged" and s.state.iteration != saved_at:
             s.save()
     message = {"done": "finished", "stopped": "stopped and saved", "diverged": "diverged: kept last good save"}
-    reporter(s.state.iteration, metrics={"loss_a": last[0], "loss_b": last[1]} if last[0] is not None else None,
+    reporter(s.state.iteration, metrics=dict(zip(names, last, strict=True)) if last[0] is not None else None,
              message=message[status], done=True)
     return TrainResult(status=status, iteration=s.state.iteration, loss_a=last[0], loss_b=last[1],
                        model_dir=s.folder, model=s.model)
