@@ -157,7 +157,7 @@ def test_a_short_colour_training_lowers_its_loss_on_real_faces(swap_model, tmp_p
     result = run_loop(session, Reporter("train-color", total=60, listeners=[events.append]), StopFlag())
     assert result.status == "done"
     losses = np.array([e.metrics["loss_color_a"] + e.metrics["loss_color_b"] for e in events if not e.done])
-    # the untrained net is the bicubic upscale (its heads start at zero): lower means it learned
+    # the untrained net is its prior upscaled (its heads start at zero): lower means it learned
     assert losses[-10:].mean() < 0.95 * losses[:10].mean(), losses
     grid = [e.preview for e in events if e.preview is not None][-1]
     assert grid.shape == (2 * 3 * 128, 3 * 128, 3)  # rows: 3 faces of A, 3 of B; input | net | real

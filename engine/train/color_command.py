@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model folder written by `python -m engine train`")
     p.add_argument("--faces-a", help="face set of person A (default: the one the model was trained on)")
     p.add_argument("--faces-b", help="face set of person B (default: the one the model was trained on)")
-    p.add_argument("--iterations", type=int, default=600, help="total colour-net iterations to reach (default 600)")
+    p.add_argument("--iterations", type=int, default=1000, help="total colour-net iterations to reach (default 1000)")
     p.add_argument("--scale", type=int, choices=(2, 4), default=2,
                    help="output size over the model's: 2 or 4 (default 2; fixed once the net exists)")
     p.add_argument("--batch-size", type=int, default=8, help="faces per side per step (default 8)")

@@ -46,8 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "`train-color` trains it on its own)")
     p.add_argument("--color-scale", type=int, choices=(2, 4), default=2,
                    help="the colour network's output size over the model's (default 2)")
-    p.add_argument("--color-iterations", type=int, default=600,
-                   help="colour-network iterations to reach after the model's (default 600)")
+    p.add_argument("--color-iterations", type=int, default=1000,
+                   help="colour-network iterations to reach after the model's (default 1000)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -63,7 +63,7 @@ class TrainConfig:
     max_rewinds: int = 3  # NaN/Inf rewinds allowed before the run gives up
     color_net: bool = False  # then train the colour network (engine.train.color) on the finished model
     color_scale: int = 2  # its output side / the model's: 2 or 4
-    color_iterations: int = 600  # colour-net iterations to reach (its own count, resumable)
+    color_iterations: int = 1000  # colour-net iterations to reach (its own count, resumable)
 
 
 @dataclass
