@@ -31,7 +31,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 UPLOAD_KINDS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS | {".zip"}
 
 # model archives: what an export holds, and the limits an import enforces before unpacking anything
-EXPORT_FILES = ("config.json", "model.safetensors", "optimizer.pt", "loss.csv", "previews/latest.png")
+# the colour net's files travel too: without them an imported model falls back to Reinhard
+EXPORT_FILES = ("config.json", "model.safetensors", "optimizer.pt", "loss.csv", "previews/latest.png",
+                "color.safetensors", "color_optimizer.pt", "color_loss.csv")
 ARCHIVE_MAX_MEMBERS = 200
 ARCHIVE_MAX_BYTES = 8 << 30  # uncompressed, all members
 ARCHIVE_MAX_RATIO = 200  # uncompressed / compressed for a member over 1 MiB (zip bombs)
