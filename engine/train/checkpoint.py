@@ -127,16 +127,23 @@ def load(folder: str | os.PathLike, device: torch.device) -> tuple[nn.Module, Tr
                         "training): drop --resume to start a new model there, or pass the folder of one")
     model, meta = load_model(folder, device)
     state = TrainingState.from_meta(meta)
-    optimizer_state = None
-    path = folder / OPTIMIZER
-    if path.is_file():
-        saved = torch.load(path, map_location=device, weights_only=True)
-        if saved.get("iteration") == state.iteration:
-            optimizer_state = saved["optimizer"]
-        else:
-            log.warning("%s is from iteration %s, the weights from %s: restarting the optimizer",
-                        path, saved.get("iteration"), state.iteration)
-    return model, state, optimizer_state
+    return model, state, load_optimizer_state(folder / OPTIMIZER, state.iteration, device)
+
+
+def load_optimizer_state(path: Path, iteration: int, device: torch.device) -> dict | None:
+    """The optimizer state saved at `path` if it belongs to the weights' `iteration`, else None.
+
+    Weights and optimizer are separate atomic files; a crash between the two leaves them out of
+    step, and Adam moments from another iteration would be worse than a fresh optimizer.
+    """
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location=device, weights_only=True)
+    if saved.get("iteration") == iteration:
+        return saved["optimizer"]
+    log.warning("%s is from iteration %s, the weights from %s: restarting the optimizer",
+                path, saved.get("iteration"), iteration)
+    return None
 
 
 def restore(folder: str | os.PathLike, model: nn.Module,

@@ -48,7 +48,7 @@ from engine.progress import StopFlag
 
 from . import data, distributed
 from .augment import center_crop_batch, warp_batch
-from .checkpoint import BrokenModelError, TrainingState, weights_finite
+from .checkpoint import BrokenModelError, TrainingState, load_optimizer_state, weights_finite
 from .losses import WeightedLoss, make_loss
 from .preview import PREVIEWS
 
@@ -317,16 +317,7 @@ def load_checkpoint(folder: Path, device: torch.device) -> tuple[nn.Module, Trai
     """-> (colour net, state, optimizer state or None when missing or from another iteration)."""
     net, meta = load_color_net(folder, device)
     state = TrainingState.from_meta(meta)
-    optimizer_state = None
-    path = folder / COLOR_OPTIMIZER
-    if path.is_file():
-        saved = torch.load(path, map_location=device, weights_only=True)
-        if saved.get("iteration") == state.iteration:
-            optimizer_state = saved["optimizer"]
-        else:
-            log.warning("%s is from iteration %s, the colour net from %s: restarting its optimizer",
-                        path, saved.get("iteration"), state.iteration)
-    return net, state, optimizer_state
+    return net, state, load_optimizer_state(folder / COLOR_OPTIMIZER, state.iteration, device)
 
 
 def _open_swap_model(folder: Path, device: torch.device) -> nn.Module:
