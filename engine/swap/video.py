@@ -173,29 +173,25 @@ class _prefetch:
     def _run(self) -> None:
         try:
             for item in self._items:
-                while not self._closed.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._closed.is_set():
+                if not self._put(item):
                     break
         except BaseException as err:  # handed to the consumer
-            self._put_final(err)
+            self._put(err)
             return
         finally:
             if self._closed.is_set():
                 self._items.close()
-        self._put_final(self._END)
+        self._put(self._END)
 
-    def _put_final(self, item) -> None:
+    def _put(self, item) -> bool:
+        """Queue `item`, waiting for room; False when the consumer closed the reader first."""
         while not self._closed.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
 
     def __iter__(self) -> _prefetch:
         return self
