@@ -45,6 +45,18 @@ def test_select_all_and_largest(data_dir, mtcnn, tmp_path):
     assert area(one[0]) == pytest.approx(max(area(f) for f in both))
 
 
+def test_a_stop_requested_during_the_run_ends_it_after_the_current_input(data_dir, mtcnn, tmp_path):
+    from engine.progress import StopFlag
+
+    photos = sorted((data_dir / "people" / "carell").glob("*.jpg"))[:5]
+    stop = StopFlag()  # unset when the run starts, as a web app job's flag is
+    report = extract(photos, tmp_path / "set", listeners=[lambda event: event.step and stop.set()], stop=stop,
+                     detector=mtcnn)
+    assert report.inputs_read == 1 and len(_faces(tmp_path / "set")) == 1
+    rerun = extract(photos, tmp_path / "set", detector=mtcnn)  # what was kept counts as done
+    assert rerun.inputs_already_done == 1 and rerun.inputs_read == 4
+
+
 def test_rerun_adds_new_inputs_and_skips_done_ones(data_dir, mtcnn, tmp_path):
     out = tmp_path / "set"
     photos = data_dir / "photos"

@@ -82,7 +82,7 @@ def evaluate(options: EvaluateOptions, listeners: Iterable[Listener] = (), stop:
     from engine.evaluate.report import write_report
     from engine.models import load_model
 
-    stop = stop or StopFlag()
+    stop = stop if stop is not None else StopFlag()  # not `or`: an unset flag is falsy
     started = time.perf_counter()
     out = Path(options.out)
     reporter = Reporter("evaluate", unit="step", listeners=listeners)

@@ -83,8 +83,9 @@ def extract(inputs: Iterable[str | Path], out: str | Path, options: ExtractOptio
         detector = build_detector(opts.detector, device=pick_device(opts.device))
     report.detector = faceset.detector = detector.name
     weights = [_frames_to_read(item, opts.every) for item in todo]
-    run = _Run(faceset, detector, opts, report, Reporter("extract", total=sum(weights), unit="frame",
-                                                          listeners=listeners), stop or StopFlag())
+    reporter = Reporter("extract", total=sum(weights), unit="frame", listeners=listeners)
+    run = _Run(faceset, detector, opts, report, reporter,
+               stop if stop is not None else StopFlag())  # not `stop or ...`: an unset flag is falsy
     tmp_dir = out / ".tmp"
     try:
         for item, weight in zip(todo, weights, strict=True):
