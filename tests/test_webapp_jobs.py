@@ -3,7 +3,9 @@ training listener, per-user project folders, uploads and the model archive's saf
 
 from __future__ import annotations
 
+import html
 import io
+import re
 import stat
 import threading
 import time
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 
 from engine.errors import UserError
+from engine.evaluate.report import read_report
 from engine.progress import Progress, Reporter
 from webapp.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, STOPPED, JobConflict, JobManager, LossCurve
 from webapp.projects import (
@@ -340,3 +343,94 @@ def test_credentials_from_flags_and_file(tmp_path):
         read_credentials(["ann"], None)
     with pytest.raises(UserError, match="user name"):
         read_credentials(["../x:pw"], None)
+
+
+# ---------------------------------------------------------------- the Evaluate tab's job
+
+
+@pytest.fixture(scope="module")
+def evaluated_project(tmp_path_factory, faceset_a, faceset_b, tiny_model, data_dir):
+    """A project holding the shared face sets and the tiny model, and 12 frames of talk2 (A) at 320 px."""
+    import shutil
+
+    import cv2
+
+    from engine.media import read_frames
+    from engine.video_writer import VideoWriter
+
+    root = tmp_path_factory.mktemp("evaluate_tab")
+    proj = Workspace(root / "ws").create("ann", "pair")
+    for side, folder in (("A", faceset_a), ("B", faceset_b)):
+        shutil.rmtree(proj.faces(side))
+        shutil.copytree(folder, proj.faces(side))
+    shutil.rmtree(proj.model_dir)
+    shutil.copytree(tiny_model, proj.model_dir)
+    clip = root / "talk2 clip.mp4"
+    with VideoWriter(clip, 320, 320, 25) as writer:
+        for index, frame in read_frames(data_dir / "video" / "talk2.mp4"):
+            writer.write(cv2.resize(frame, (320, 320), interpolation=cv2.INTER_AREA))
+            if index == 11:
+                break
+    return proj, clip
+
+
+def test_evaluate_tab_job_writes_a_report_the_tab_lists_and_shows(evaluated_project, jobs, one_torch_thread):
+    from webapp.tabs.evaluate import _evaluate_job, _pick_video, _report_choices, report_view
+
+    proj, clip = evaluated_project
+    source = _pick_video(proj, str(clip), None)  # an upload is kept in the project and listed after
+    assert source.parent == proj.uploads("evaluate") and source in proj.videos()
+    assert _pick_video(proj, None, str(source.relative_to(proj.path))) == source
+    job = jobs.submit(proj.owner, proj.name, "evaluate", _evaluate_job(proj, source, 10, 10, "cpu"))
+    messages = set()
+    wait_for(lambda: messages.add(getattr(job.progress, "message", None)) or not job.active, timeout=600)
+    assert job.state == DONE, job.message
+    assert {"identity references", "measuring"} <= messages
+    assert proj.reports() == [job.result] and job.result.parent == proj.evaluations
+    assert _report_choices(proj)["value"] == job.result.name
+
+    frame, video, archive = report_view(read_report(job.result))
+    doc = html.unescape(re.search(r'srcdoc="([^"]*)"', frame).group(1))  # the report page, images inlined
+    assert re.search(r"\(lite, 64 px,\s+30 iterations\) on <code>[^<]*talk2_clip.mp4</code>", doc)
+    figures = dict(re.findall(r"<tr><td>([^<]+)</td><td class=num>([^<]+)</td>", doc))
+    assert len(figures) == 16 and all(figures[k] != "n/a" for k in ("identity retrieval", "landmark NME", "flicker"))
+    assert doc.count("src='data:image/png;base64,") == 6 + 5 + 2  # strip, plots, reconstructions
+    assert "src='frames/" not in doc and "report.json" not in doc
+    assert video is None  # a sample is swapped frame by frame: no video written
+    names = zipfile.ZipFile(archive).namelist()
+    assert f"{job.result.name}/report.html" in names and len([n for n in names if "/frames/pair_" in n]) == 6
+
+
+def test_a_stopped_evaluation_leaves_no_report(evaluated_project, jobs, one_torch_thread):
+    from webapp.tabs.evaluate import _evaluate_job
+
+    proj, clip = evaluated_project
+    before = proj.reports()
+    job = jobs.submit(proj.owner, proj.name, "evaluate", _evaluate_job(proj, clip, None, 10, "cpu"))
+    wait_for(lambda: job.progress is not None or not job.active, timeout=300)
+    jobs.stop(job)
+    wait_for(lambda: not job.active, timeout=300)
+    assert job.state == STOPPED and job.result is None, job.message
+    assert proj.reports() == before
+    assert [p.name for p in proj.evaluations.iterdir() if p.is_dir()] == [p.name for p in before]
+
+
+def test_evaluate_tab_refuses_what_it_cannot_measure(evaluated_project, tmp_path):
+    from webapp.tabs.evaluate import _evaluate_job, _pick_video
+
+    proj, clip = evaluated_project
+    with pytest.raises(UserError, match="upload a video of A"):
+        _pick_video(proj, None, None)
+    with pytest.raises(UserError, match="no video '../../etc/passwd'"):
+        _pick_video(proj, None, "../../etc/passwd")
+    (tmp_path / "notes.txt").write_text("not a video")
+    with pytest.raises(UserError, match="notes.txt: not a photo, video or zip"):
+        _pick_video(proj, str(tmp_path / "notes.txt"), None)
+    empty = Workspace(tmp_path / "ws").create("ann", "empty")
+    with pytest.raises(UserError, match="no trained model yet"):
+        _evaluate_job(empty, clip, None, 10, "cpu")
+    import shutil
+
+    shutil.copytree(proj.model_dir, empty.model_dir, dirs_exist_ok=True)
+    with pytest.raises(UserError, match="face set A is empty: extract faces of A first"):
+        _evaluate_job(empty, clip, None, 10, "cpu")

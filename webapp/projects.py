@@ -70,6 +70,24 @@ class Project:
     def outputs(self) -> Path:
         return self.path / "outputs"
 
+    @property
+    def evaluations(self) -> Path:
+        """One folder per quality report (engine.evaluate), named after the video and the time."""
+        return self.outputs / "evaluations"
+
+    def videos(self) -> list[Path]:
+        """Videos this project was sent (for face sets, swaps or evaluations), newest first."""
+        found = [p for p in (self.path / "uploads").glob("*/*")
+                 if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS]
+        return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+    def reports(self) -> list[Path]:
+        """Finished evaluation folders (report.json and report.html written), newest first."""
+        folder = self.evaluations
+        found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                 and (p / "report.json").is_file() and (p / "report.html").is_file()] if folder.is_dir() else []
+        return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
 
 class Workspace:
     """The folder holding every owner's projects."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine.errors import UserError
-from webapp.jobs import JobManager
+from webapp.jobs import QUEUED, RUNNING, Job, JobManager, ordinal
 from webapp.projects import Project, Workspace
 
 
@@ -128,6 +128,18 @@ def publish(path: str | Path) -> str:
         except OSError:
             shutil.copyfile(path, target)
     return str(target)
+
+
+def waiting_view(studio: Studio, job: Job | None, starting: str) -> tuple[str, str] | None:
+    """Bar and status while a job has nothing of its own to show (none, queued, starting), else None."""
+    if job is None:
+        return progress_bar(0, "idle"), ""
+    if job.state == QUEUED:
+        place = studio.jobs.position(job)
+        return progress_bar(0, f"queued: {ordinal(place)} in line"), f"waiting for {place - 1} job(s) ahead"
+    if job.state == RUNNING and job.progress is None:
+        return progress_bar(0, f"starting: {starting}"), ""
+    return None
 
 
 def progress_bar(fraction: float | None, text: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,60 @@ def write_report(out: str | Path, report: dict, pairs: list[tuple[int, np.ndarra
     return page
 
 
+@dataclass
+class SavedReport:
+    """A report folder read back: the figures and the paths of the images its page shows."""
+
+    folder: Path
+    report: dict
+    pairs: list[tuple[int, Path]]  # (frame index, destination | swapped PNG)
+    plots: list[Path]
+    reconstructions: dict[str, Path]  # side -> grid PNG
+
+    @property
+    def page(self) -> Path:
+        return self.folder / "report.html"
+
+    @property
+    def video(self) -> Path | None:
+        path = self.folder / "swapped.mp4"
+        return path if path.is_file() else None
+
+
+def read_report(folder: str | Path) -> SavedReport:
+    """The report `write_report` left in `folder`; UserError when there is none or it is damaged."""
+    import json
+
+    from engine.errors import UserError
+
+    folder = Path(folder)
+    try:
+        report = json.loads((folder / "report.json").read_text())
+        report["summary"]  # noqa: B018 - a report without figures is damaged
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{folder} holds no readable report.json ({err}): run the evaluation again") from err
+    pairs = sorted((int(p.stem.rsplit("_", 1)[1]), p) for p in (folder / "frames").glob("pair_*.png")
+                   if p.stem.rsplit("_", 1)[1].isdigit())
+    plots = [folder / name for name, *_ in PLOTS if (folder / name).is_file()]
+    recon = {side: folder / f"reconstruction_{side}.png" for side in ("a", "b")
+             if (folder / f"reconstruction_{side}.png").is_file()}
+    return SavedReport(folder, report, pairs, plots, recon)
+
+
+def standalone_html(saved: SavedReport) -> str:
+    """report.html with its images inlined as data: URIs, for showing it where its folder is not served
+    (the web app's Evaluate tab puts it in an iframe)."""
+    import base64
+
+    def inline(path: Path) -> str:
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+    images = {"pairs": [(index, inline(path)) for index, path in saved.pairs],
+              "plots": [inline(path) for path in saved.plots],
+              "recon": {side: inline(path) for side, path in saved.reconstructions.items()}}
+    return render_html(saved.report, images, json_link=False)
+
+
 def plot_png(x: list[int], lines: list[tuple[list[float], str]], title: str, ylabel: str) -> bytes:
     """A line plot of per-frame series (gaps where a frame has no value) as PNG bytes."""
     import matplotlib
@@ -112,20 +167,30 @@ def plot_png(x: list[int], lines: list[tuple[list[float], str]], title: str, yla
     return buf.getvalue()
 
 
-def _fmt(value) -> str:
-    if value is None:
+def format_value(value) -> str:
+    """A figure as the report shows it: 4 significant digits, `n/a` where it could not be measured."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return html.escape(str(value))
+    return str(value)
 
 
-def render_html(report: dict, images: dict) -> str:
+def _fmt(value) -> str:
+    return html.escape(format_value(value))
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
+    """(label, value as text, meaning) of each headline figure: the table of the HTML page and the web app."""
+    return [(label, format_value(summary.get(key)), why) for key, label, why in ROWS]
+
+
+def render_html(report: dict, images: dict, json_link: bool = True) -> str:
     """The report page: headline figures with their meaning, then the strip, plots and details."""
     e = html.escape
     summary = report["summary"]
-    rows = "\n".join(f"<tr><td>{e(label)}</td><td class=num>{_fmt(summary.get(key))}</td><td>{e(why)}</td></tr>"
-                     for key, label, why in ROWS)
+    rows = "\n".join(f"<tr><td>{e(label)}</td><td class=num>{e(value)}</td><td>{e(why)}</td></tr>"
+                     for label, value, why in summary_rows(summary))
     ident = report["identity"]
     pose = report["pose_error_deg"]
     recon = report["reconstruction"]
@@ -150,7 +215,7 @@ def render_html(report: dict, images: dict) -> str:
                         for k, v in extra)
     strip = "\n".join(f"<figure><img src='{e(name)}' alt='frame {i}'><figcaption>frame {i}: destination | swapped"
                       f"</figcaption></figure>" for i, name in images["pairs"])
-    plots = "\n".join(f"<img class=plot src='{e(name)}' alt='{e(name)}'>" for name in images["plots"])
+    plots = "\n".join(f"<img class=plot src='{e(name)}' alt='per-frame plot'>" for name in images["plots"])
     recon_imgs = "\n".join(f"<figure><img src='{e(name)}' alt='reconstruction {side}'><figcaption>{side.upper()}->"
                            f"{side.upper()}: input crops (top), reconstructions (bottom)</figcaption></figure>"
                            for side, name in images["recon"].items())
@@ -179,6 +244,6 @@ A = the destination identity (the video's), B = the identity put in.</p>
 {plots}
 <h2>Reconstructions of held-out faces</h2>
 <div>{recon_imgs}</div>
-<p>All figures: <a href="report.json">report.json</a>.</p>
+{'<p>All figures: <a href="report.json">report.json</a>.</p>' if json_link else ''}
 </body></html>
 """

@@ -1,24 +1,229 @@
-"""Evaluate tab: holds the place of the quality report, which arrives with the evaluation issue."""
+"""Evaluate tab: measure the project's model on a video of A and show the quality report.
+
+The job is `engine.evaluate.run.evaluate` (the same code as `python -m engine evaluate`) on the
+`media` lane, with the project's face sets as identity references. Each report stays in
+`outputs/evaluations/<video>-<time>/` (report.json, report.html, PNGs, swapped.mp4), so reports of
+earlier models remain there to compare. The tab shows the picked report's own page (report.html
+with its images inlined, engine.evaluate.report.standalone_html), so the browser and the CLI user
+read the same report.
+"""
 
 from __future__ import annotations
 
+import html
+import shutil
+import time
+import zipfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 
-from webapp.state import Studio
+from engine.errors import UserError
+from engine.evaluate.report import SavedReport, format_value, read_report, standalone_html
+from webapp.jobs import DONE, RUNNING, Job, describe, format_eta
+from webapp.projects import Project, keep_uploads, split_uploads
+from webapp.state import Studio, progress_bar, publish, waiting_view
 
-TEXT = """### Quality report
-
-The quality report (identity similarity, expression and pose fidelity, temporal stability of a
-swapped video) arrives with the evaluation issue. Until then, judge a model by the Train tab's
-preview grid and by swapping a few photos.
-"""
+POLL_S = 2.0
+DEFAULT_FRAMES = 120
+PAGE_HEIGHT = 1400  # px of the report's iframe (it scrolls inside)
 
 
 def render(studio: Studio) -> SimpleNamespace:
-    return SimpleNamespace(text=gr.Markdown(TEXT, elem_id="evaluate-text"))
+    gr.Markdown("Swap a video of **A** with the project's model and measure the result: is the face B's, "
+                "are A's expression and head pose kept, is it sharp, is the seam visible, does it flicker, "
+                "how fast is it. The face sets A and B of the project are the identity references.")
+    with gr.Row():
+        video = gr.Video(label="Video of A", sources=["upload"], height=300, elem_id="evaluate-video")
+        with gr.Column():
+            known = gr.Dropdown([], value=None, label="... or a video this project already has",
+                                elem_id="evaluate-known")
+            frames = gr.Number(DEFAULT_FRAMES, precision=0, minimum=0, label="Frames to measure",
+                               info="a sample spread over the video, in runs of 5 consecutive frames; "
+                                    "0 = the whole video through the full render (decode, swap, encode)",
+                               elem_id="evaluate-frames")
+            references = gr.Slider(10, 300, value=120, step=10, label="Reference faces per face set",
+                                   info="faces of A and of B embedded for the identity means",
+                                   elem_id="evaluate-references")
+    with gr.Row():
+        start = gr.Button("Evaluate", variant="primary", elem_id="evaluate-start")
+        stop = gr.Button("Stop", variant="stop", elem_id="evaluate-stop")
+    bar = gr.HTML(progress_bar(0, "idle"), elem_id="evaluate-bar")
+    status = gr.Markdown("", elem_id="evaluate-status")
+    report = gr.Dropdown([], value=None, label="Report", info="newest first", elem_id="evaluate-report")
+    page = gr.HTML("", elem_id="evaluate-page")
+    with gr.Row():
+        swapped = gr.Video(label="Swapped video (whole-video evaluations)", interactive=False, height=300,
+                           elem_id="evaluate-swapped")
+        files = gr.File(label="Download the report (zip: report.html with its images, report.json)",
+                        interactive=False, elem_id="evaluate-files")
+    return SimpleNamespace(video=video, known=known, frames=frames, references=references, start=start, stop=stop,
+                           bar=bar, status=status, report=report, page=page, swapped=swapped, files=files,
+                           timer=gr.Timer(POLL_S), seen=gr.State({}))
 
 
 def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
-    """Nothing to wire yet: the tab only explains what will come."""
+    shown = [ui.page, ui.swapped, ui.files]
+
+    def start(name, video, known, frames, references, request: gr.Request):
+        proj = studio.project(request, name)
+        try:
+            source = _pick_video(proj, video, known)
+            frames = int(frames or 0)
+            if frames == 1 or frames < 0:
+                raise UserError(f"frames to measure: {frames}; use 2 or more, or 0 for the whole video")
+            studio.jobs.submit(proj.owner, proj.name, "evaluate",
+                               _evaluate_job(proj, source, frames or None, int(references), studio.device),
+                               lane="media")
+        except UserError as err:
+            raise gr.Error(str(err)) from err
+        return {}
+
+    def stop(name, request: gr.Request):
+        proj = studio.project(request, name)
+        job = studio.jobs.find(proj.owner, proj.name, "evaluate")
+        if job is None or not job.active:
+            gr.Info("no evaluation is running")
+            return
+        studio.jobs.stop(job)
+
+    def poll(name, seen, request: gr.Request):
+        if not name:
+            return progress_bar(0, "no project open"), "", gr.skip(), {}
+        proj = studio.project(request, name)
+        job = studio.jobs.find(proj.owner, proj.name, "evaluate")
+        bar, status = _job_view(studio, job)
+        if job is None or job.state != DONE or seen.get("shown") == job.id or job.result is None:
+            return bar, status, gr.skip(), seen
+        return bar, status, _report_choices(proj, Path(job.result).name), {"shown": job.id}
+
+    def opened(name, request: gr.Request):
+        """A project opened: its videos, its reports (the newest shown); the job already seen is not re-shown."""
+        if not name:
+            return gr.update(choices=[], value=None), gr.update(choices=[], value=None), {}
+        proj = studio.project(request, name)
+        job = studio.jobs.find(proj.owner, proj.name, "evaluate")
+        seen = {"shown": job.id} if job is not None and job.state == DONE else {}
+        return _video_choices(proj), _report_choices(proj), seen
+
+    def show(name, folder, request: gr.Request):
+        if not name or not folder:
+            return "", None, None
+        proj = studio.project(request, name)
+        path = proj.evaluations / Path(folder).name  # a name from the page, never a path
+        try:
+            return report_view(read_report(path))
+        except UserError as err:
+            raise gr.Error(str(err)) from err
+
+    poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.status, ui.report, ui.seen])
+    ui.start.click(start, inputs=[project, ui.video, ui.known, ui.frames, ui.references],
+                   outputs=ui.seen).then(poll, **poll_io)
+    ui.stop.click(stop, inputs=project).then(poll, **poll_io)
+    ui.timer.tick(poll, **poll_io, show_progress="hidden", concurrency_limit=None)
+    ui.video.upload(lambda: gr.update(value=None), outputs=ui.known)  # the upload is the video now
+    project.change(opened, inputs=project, outputs=[ui.known, ui.report, ui.seen]).then(poll, **poll_io)
+    ui.report.change(show, inputs=[project, ui.report], outputs=shown)
+
+
+def _pick_video(proj: Project, upload: str | None, known: str | None) -> Path:
+    """The uploaded video (kept in the project) or one the project has; never a path the page made up."""
+    if upload:
+        usable, refused = split_uploads([upload])
+        if refused:
+            raise UserError(refused[0])
+        return keep_uploads(proj, "evaluate", usable)[0]
+    if known:
+        for path in proj.videos():
+            if str(path.relative_to(proj.path)) == known:
+                return path
+        raise UserError(f"the project has no video {known!r} any more: upload it again")
+    raise UserError("upload a video of A (or pick one the project has) first")
+
+
+def _evaluate_job(proj: Project, source: Path, frames: int | None, references: int, device: str):
+    from engine.models import is_model_dir
+
+    if not is_model_dir(proj.model_dir):
+        raise UserError("this project has no trained model yet: train one first (Train tab)")
+    for side in ("A", "B"):
+        if not (proj.faces(side) / "faces.json").is_file():
+            raise UserError(f"face set {side} is empty: extract faces of {side} first (Face sets tab)")
+
+    def run(job: Job) -> Path | None:
+        from engine.evaluate.run import EvaluateOptions, evaluate
+
+        out = proj.evaluations / f"{source.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        options = EvaluateOptions(model=proj.model_dir, video=source, out=out, faces_a=proj.faces("A"),
+                                  faces_b=proj.faces("B"), frames=frames, reference_faces=references,
+                                  device=device)
+        finished = False
+        try:
+            finished = evaluate(options, listeners=[job.listen], stop=job.stop)["status"] == "done"
+        finally:
+            if not finished:  # stopped or failed: no half report left to be mistaken for a whole one
+                shutil.rmtree(out, ignore_errors=True)
+        return out if finished else None
+    return run
+
+
+def _job_view(studio: Studio, job: Job | None) -> tuple[str, str]:
+    waiting = waiting_view(studio, job, "loading the model")
+    if waiting is not None:
+        return waiting
+    event = job.progress
+    if job.state == RUNNING:
+        text = event.message or "working"
+        if event.total:
+            text += f": step {event.step}/{event.total}" + (f", ETA {format_eta(event.eta_s)}" if event.eta_s else "")
+        return progress_bar(event.fraction or 0, text), ""
+    if job.state == DONE and job.result is not None:
+        return progress_bar(1.0, "done"), f"**done**: report `{Path(job.result).name}` (shown below)"
+    return progress_bar(0, job.state), f"**{describe(job.kind)} {job.state}**: {job.message}"
+
+
+def _video_choices(proj: Project):
+    choices = [(f"{p.name} ({p.parent.name})", str(p.relative_to(proj.path))) for p in proj.videos()]
+    return gr.update(choices=choices, value=None)
+
+
+def _report_choices(proj: Project, pick: str | None = None):
+    """The project's reports as (label, folder name), newest first; `pick` (or the newest) selected."""
+    choices = []
+    for folder in proj.reports():
+        try:
+            summary = read_report(folder).report["summary"]
+        except UserError:
+            continue
+        choices.append((f"{folder.name}: identity retrieval {format_value(summary.get('id_retrieval'))}, "
+                        f"flicker {format_value(summary.get('flicker'))}", folder.name))
+    names = [value for _, value in choices]
+    return gr.update(choices=choices, value=pick if pick in names else (names[0] if names else None))
+
+
+def report_view(saved: SavedReport) -> tuple[str, str | None, str]:
+    """What the tab shows of a report: the report page itself (in an iframe), the swapped video, the zip."""
+    frame = (f'<iframe title="quality report" srcdoc="{html.escape(standalone_html(saved))}" '
+             f'style="width:100%;height:{PAGE_HEIGHT}px;border:1px solid var(--border-color-primary);'
+             f'border-radius:6px;background:white"></iframe>')
+    video = publish(saved.video) if saved.video else None
+    return frame, video, publish(report_archive(saved))
+
+
+def report_archive(saved: SavedReport) -> Path:
+    """report.zip beside the report: the page, its images and report.json (the video stays out: size)."""
+    from engine.atomic import write_with
+
+    target = saved.folder / "report.zip"
+    if target.is_file() and target.stat().st_mtime >= (saved.folder / "report.json").stat().st_mtime:
+        return target
+    root = saved.folder.name
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in [saved.folder / "report.html", saved.folder / "report.json", *saved.plots,
+                         *saved.reconstructions.values(), *(p for _, p in saved.pairs)]:
+                zf.write(path, f"{root}/{path.relative_to(saved.folder)}")
+    write_with(target, write)
+    return target

@@ -17,9 +17,9 @@ from engine.errors import UserError
 from engine.faces.detectors import DETECTORS, choose_detector
 from engine.faces.extract import ExtractOptions
 from engine.faces.faceset import INDEX, FaceSet
-from webapp.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, describe, ordinal
+from webapp.jobs import DONE, RUNNING, STOPPED, Job, describe
 from webapp.projects import SIDES, Project, keep_uploads, split_uploads
-from webapp.state import Studio, progress_bar, publish
+from webapp.state import Studio, progress_bar, publish, waiting_view
 
 PAGE = 60  # faces per gallery page
 POLL_S = 2.0
@@ -164,15 +164,11 @@ def _extract_job(project: Project, side: str, inputs: list[Path], opts: ExtractO
 
 def _job_view(studio: Studio, job: Job | None, side: str) -> tuple[str, str]:
     """Progress bar and status text for the side's newest extraction job."""
-    if job is None:
-        return progress_bar(0, "idle"), ""
+    waiting = waiting_view(studio, job, "loading the detector")
+    if waiting is not None:
+        return waiting
     event = job.progress
-    if job.state == QUEUED:
-        place = studio.jobs.position(job)
-        return progress_bar(0, f"queued: {ordinal(place)} in line"), f"waiting for {place - 1} job(s) ahead"
     if job.state == RUNNING:
-        if event is None:
-            return progress_bar(0, "starting (loading the detector)"), ""
         faces = int(event.metrics.get("faces", 0))
         text = f"{event.step}/{event.total or '?'} {event.unit}s, {faces} faces"
         if event.message:

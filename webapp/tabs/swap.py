@@ -20,9 +20,9 @@ from engine.errors import UserError
 from engine.swap.blend import BLEND_MODES
 from engine.swap.color import COLOR_MODES
 from engine.swap.pipeline import BLEND_SIZE, SwapSettings
-from webapp.jobs import DONE, QUEUED, RUNNING, Job, describe, format_eta, ordinal
+from webapp.jobs import DONE, RUNNING, Job, describe, format_eta
 from webapp.projects import Project, keep_uploads, split_uploads
-from webapp.state import Studio, progress_bar, publish
+from webapp.state import Studio, progress_bar, publish, waiting_view
 
 POLL_S = 2.0
 DIRECTIONS = [("A → B: A's faces become B (the usual)", "a2b"), ("B → A: B's faces become A", "b2a")]
@@ -216,15 +216,11 @@ def _render_job(project: Project, source: Path, out: Path, settings: SwapSetting
 
 
 def _render_view(studio: Studio, job: Job | None) -> tuple[str, str]:
-    if job is None:
-        return progress_bar(0, "idle"), ""
+    waiting = waiting_view(studio, job, "loading the model and the detector")
+    if waiting is not None:
+        return waiting
     event = job.progress
-    if job.state == QUEUED:
-        place = studio.jobs.position(job)
-        return progress_bar(0, f"queued: {ordinal(place)} in line"), "waiting for the jobs ahead"
     if job.state == RUNNING:
-        if event is None:
-            return progress_bar(0, "starting: loading the model and the detector"), ""
         fps = event.metrics.get("fps")
         text = (f"{event.step}/{event.total} frames" + (f", {fps:.1f} frames/s" if fps else "")
                 + f", ETA {format_eta(event.eta_s)}")
