@@ -307,3 +307,22 @@ def _end_to_end(page, url, data_dir):
     info = probe_video(video)
     assert info.has_audio and round(info.duration * info.avg_fps) == 125
     shot(page, "14-video-done")
+
+    page.get_by_role("tab", name="Evaluate").click()  # measure the model on a sample of the same video
+    page.locator("#evaluate-known input").click()
+    page.get_by_role("option", name=re.compile(r"talk3\.mp4")).first.click()
+    set_number(page, "evaluate-frames", 10)
+    set_number(page, "evaluate-references", 20)
+    page.click("#evaluate-start")
+    wait_for_text(page.locator("#evaluate-bar"), r"identity references|held-out|swapping|measuring|done", 180)
+    shot(page, "15-evaluating")
+    wait_for_text(page.locator("#evaluate-status"), r"done: report", timeout=400)
+    report = page.frame_locator("#evaluate-page iframe")
+    table = report.locator("table").inner_text()
+    for figure in ("identity retrieval", "verified as B", "landmark NME", "pose error", "SSIM A->A", "flicker",
+                   "swap frames/s"):
+        assert re.search(rf"^{re.escape(figure)}[^\t\n]*\t-?\d", table, re.M), f"no {figure} in the report: {table}"
+    assert report.locator("img[src^='data:image/png']").count() == 6 + 5 + 2  # strip, plots, reconstructions
+    assert "talk3" in page.locator("#evaluate-report input").input_value()
+    page.locator("#evaluate-files a").first.wait_for()
+    shot(page, "16-evaluated")

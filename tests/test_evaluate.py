@@ -204,17 +204,38 @@ def test_real_b_faces_are_retrieved_as_b_against_a(faceset_a, faceset_b, analyze
     assert M.leave_one_out_similarity(b).mean() > M.cosine_similarity(b, mean_a).mean() + 0.05
 
 
+def test_verification_passes_unseen_real_b_faces_and_fails_a_and_a_blurred_b(faceset_a, faceset_b, analyzer):
+    """The threshold calibrated on half of B's photos verifies most of the other half as B, no A face,
+    and no B face blurred to a blob (which retrieval, nearer-B-than-A, can still count as B)."""
+    import cv2
+
+    from engine.faces.faceset import FaceSet
+
+    sets = {name: FaceSet(path) for name, path in (("a", faceset_a), ("b", faceset_b))}
+    images = {name: s.load_images() for name, s in sets.items()}
+    emb = {name: analyzer.embed_crops(images[name], s.coverage) for name, s in sets.items()}
+    calibrate, unseen = emb["b"][0::2], emb["b"][1::2]
+    threshold = M.verification_threshold(calibrate)
+    mean_b = calibrate.mean(axis=0)
+    assert 0.2 < threshold < 0.6  # inside dlib's same-person distance between two single faces
+    assert M.verified(unseen, mean_b, threshold).mean() >= 0.8
+    assert M.verified(emb["a"], mean_b, threshold).mean() == 0
+    blurred = np.stack([cv2.GaussianBlur(im, (0, 0), 6) for im in images["b"][1::2]])
+    assert M.verified(analyzer.embed_crops(blurred, sets["b"].coverage), mean_b, threshold).mean() <= 0.2
+
+
 def test_an_identity_swap_keeps_landmarks_pose_sharpness_seams_and_flicker(frames, placed, analyzer, faceset_a,
                                                                          faceset_b):
     """'Swapping' with the identity function: NME 0, pose 0, sharpness 1, seam 1, flicker 1, still A."""
     from engine.evaluate.run import FrameMeter
     from engine.faces.faceset import FaceSet
 
-    means = {}
+    emb = {}
     for name, path in (("a", faceset_a), ("b", faceset_b)):
         s = FaceSet(path)
-        means[name] = analyzer.embed_crops(s.load_images()[::4], s.coverage).mean(axis=0)
-    meter = FrameMeter(analyzer, mean_target=means["b"], mean_source=means["a"])
+        emb[name] = analyzer.embed_crops(s.load_images()[::4], s.coverage)
+    meter = FrameMeter(analyzer, mean_target=emb["b"].mean(axis=0), mean_source=emb["a"].mean(axis=0),
+                       threshold=M.verification_threshold(emb["b"]))
     records = [meter.add(i, f, f, faces, i == 0) for i, (f, faces) in enumerate(zip(frames, placed, strict=True))]
     assert all(r.face for r in records)
     assert max(r.nme for r in records) == 0.0
@@ -222,7 +243,7 @@ def test_an_identity_swap_keeps_landmarks_pose_sharpness_seams_and_flicker(frame
     assert all(r.sharpness == pytest.approx(1.0) and r.seam == pytest.approx(1.0) for r in records)
     ws, wd = np.array([r.warp_swapped for r in records]), np.array([r.warp_destination for r in records])
     assert math.isnan(ws[0]) and M.flicker_ratio(ws, wd) == pytest.approx(1.0)
-    assert all(r.retrieved == 0.0 for r in records)  # the frames still show A
+    assert all(r.retrieved == 0.0 and r.verified == 0.0 for r in records)  # the frames still show A
     assert all(r.sim_source > r.sim_target for r in records)
 
 
@@ -288,7 +309,7 @@ def test_evaluate_command_writes_report_with_every_figure(held_out_model, clip, 
     report = json.loads((out / "report.json").read_text())
     s = report["summary"]
     assert report["frames"] == {"measured": 10, "with_face": 10, "sampled": False, "clips": [[0, 9]]}
-    for key in ("id_retrieval", "id_similarity_target", "id_similarity_source", "id_similarity_target_real",
+    for key in ("id_retrieval", "id_verified", "id_similarity_target", "id_similarity_source", "id_similarity_target_real",
                 "id_jitter", "landmark_nme", "pose_error_deg", "ssim_a", "psnr_a", "ssim_b", "psnr_b",
                 "sharpness_ratio", "seam_score", "flicker", "seconds", "fps"):
         assert isinstance(s[key], float), key

@@ -393,7 +393,7 @@ def test_evaluate_tab_job_writes_a_report_the_tab_lists_and_shows(evaluated_proj
     doc = html.unescape(re.search(r'srcdoc="([^"]*)"', frame).group(1))  # the report page, images inlined
     assert re.search(r"\(lite, 64 px,\s+30 iterations\) on <code>[^<]*talk2_clip.mp4</code>", doc)
     figures = dict(re.findall(r"<tr><td>([^<]+)</td><td class=num>([^<]+)</td>", doc))
-    assert len(figures) == 16 and all(figures[k] != "n/a" for k in ("identity retrieval", "landmark NME", "flicker"))
+    assert len(figures) == 17 and all(figures[k] != "n/a" for k in ("identity retrieval", "landmark NME", "flicker"))
     assert doc.count("src='data:image/png;base64,") == 6 + 5 + 2  # strip, plots, reconstructions
     assert "src='frames/" not in doc and "report.json" not in doc
     assert video is None  # a sample is swapped frame by frame: no video written

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         print("stopped: no report written")
         return 1
     s = report["summary"]
-    print(f"identity retrieval {s['id_retrieval']:.3f}, similarity to B {s['id_similarity_target']:.3f} "
+    print(f"identity retrieval {s['id_retrieval']:.3f}, verified as B {s['id_verified']:.3f}, similarity to B {s['id_similarity_target']:.3f} "
           f"(real B {s['id_similarity_target_real']:.3f}), landmark NME {s['landmark_nme']:.4f}, "
           f"flicker {s['flicker']:.2f}, {s['fps']:.2f} frames/s")
     print(f"report: {out / 'report.html'}")

@@ -51,6 +51,32 @@ def leave_one_out_similarity(embeddings: np.ndarray) -> np.ndarray:
     return np.sum(e * others, axis=1) / np.maximum(np.linalg.norm(e, axis=1) * np.linalg.norm(others, axis=1), 1e-12)
 
 
+def leave_one_out_distance(embeddings: np.ndarray) -> np.ndarray:
+    """Euclidean distance (dlib's metric) of each face to the mean of the *other* faces of its set."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    if len(e) < 2:
+        return np.full(len(e), np.nan)
+    others = (e.sum(axis=0, keepdims=True) - e) / (len(e) - 1)
+    return np.linalg.norm(e - others, axis=1)
+
+
+def verification_threshold(embeddings: np.ndarray, quantile: float = 0.95) -> float:
+    """The distance to a set's mean within which `quantile` of its own real faces lie (leave-one-out).
+
+    Retrieval only asks "nearer B than A?", which any face that is no longer A can pass (a blurred
+    blob of a young model does). Verification asks the absolute question: is the swapped face as close
+    to B's mean as B's own photos are? The threshold is calibrated on B's faces, not a constant, because
+    distances to a mean depend on how varied the set is.
+    """
+    return float(np.nanquantile(leave_one_out_distance(embeddings), quantile))
+
+
+def verified(embeddings: np.ndarray, mean: np.ndarray, threshold: float) -> np.ndarray:
+    """Bool per face: within `threshold` (Euclidean) of the identity's mean."""
+    e = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
+    return np.linalg.norm(e - mean, axis=1) <= threshold
+
+
 # --- geometry ------------------------------------------------------------------------------------
 
 def landmark_nme(points: np.ndarray, reference: np.ndarray) -> float:

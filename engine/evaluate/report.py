@@ -20,6 +20,8 @@ from engine import atomic
 # (key in summary, label, what it means / what good looks like)
 ROWS = [
     ("id_retrieval", "identity retrieval", "share of swapped faces nearer to B's mean embedding than to A's (1 = all read as B)"),
+    ("id_verified", "verified as B", "share of swapped faces as near B's mean as 95% of B's own photos are "
+                                     "(stricter than retrieval: a face that is merely no longer A fails it)"),
     ("id_similarity_target", "similarity to B", "mean cosine similarity of swapped faces to B's mean embedding"),
     ("id_similarity_target_real", "real B to B (leave-one-out)", "the same figure for real B faces: the ceiling"),
     ("id_similarity_source", "similarity to A", "mean cosine similarity of swapped faces to A's mean (lower = less of A left)"),
@@ -199,6 +201,10 @@ def render_html(report: dict, images: dict, json_link: bool = True) -> str:
          f"{_fmt(ident['destination_similarity_target'])} / {_fmt(ident['destination_similarity_source'])} / "
          f"{_fmt(ident['destination_retrieval'])}"),
         ("real A faces to A (leave-one-out)", _fmt(ident["real_a_leave_one_out"])),
+        ("distance to B's mean: swapped / real B (leave-one-out) / verification threshold",
+         f"{_fmt(ident.get('distance_target'))} / {_fmt(ident.get('distance_target_real'))} / "
+         f"{_fmt(ident.get('verification_threshold'))}"),
+        ("destination (unswapped) faces verified as B", _fmt(ident.get("destination_verified"))),
         ("reference faces embedded (A, B)", f"{ident['faces_a']}, {ident['faces_b']}"),
         ("pose error yaw / pitch / roll (deg)", f"{_fmt(pose['yaw'])} / {_fmt(pose['pitch'])} / {_fmt(pose['roll'])}"),
         ("warping error swapped / destination",

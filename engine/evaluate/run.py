@@ -61,6 +61,9 @@ class FrameRecord:
     dest_sim_target: float = math.nan  # the untouched destination face, for reference
     dest_sim_source: float = math.nan
     dest_retrieved: float = math.nan
+    dist_target: float = math.nan  # Euclidean distance of the swapped face to B's mean
+    verified: float = math.nan  # 1 if that distance is within B's own photos' (engine.evaluate.metrics.verified)
+    dest_verified: float = math.nan
     nme: float = math.nan
     pose: np.ndarray = field(default_factory=lambda: np.full(4, math.nan))  # yaw, pitch, roll, angle
     sharpness: float = math.nan
@@ -103,7 +106,8 @@ def evaluate(options: EvaluateOptions, listeners: Iterable[Listener] = (), stop:
         facts = {"preset": model.config.get("preset"), "resolution": int(model.resolution),
                  "iteration": meta.get("iteration"), "train": train_sets}
         del model
-        meter = FrameMeter(analyzer, mean_target=mean_b, mean_source=mean_a)
+        meter = FrameMeter(analyzer, mean_target=mean_b, mean_source=mean_a,
+                           threshold=M.verification_threshold(refs["b"]))
         strip = StripCollector(options.strip)
         swap = _swap(options, out, reporter, stop, strip)
         records = []
@@ -335,8 +339,9 @@ def main_face(faces: list):
 class FrameMeter:
     """Measures each destination/swapped frame pair; keeps the previous pair for the flicker figures."""
 
-    def __init__(self, analyzer, mean_target: np.ndarray, mean_source: np.ndarray) -> None:
+    def __init__(self, analyzer, mean_target: np.ndarray, mean_source: np.ndarray, threshold: float) -> None:
         self.analyzer, self.mean_target, self.mean_source = analyzer, mean_target, mean_source
+        self.threshold = threshold  # distance to B's mean that verifies a face as B
         self._previous: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
 
     def add(self, index: int, dest: np.ndarray, swapped: np.ndarray, faces: list, new_clip: bool) -> FrameRecord:
@@ -372,6 +377,9 @@ class FrameMeter:
         record.dest_sim_target = float(M.cosine_similarity(dest_embedding, self.mean_target)[0])
         record.dest_sim_source = float(M.cosine_similarity(dest_embedding, self.mean_source)[0])
         record.dest_retrieved = float(M.identity_retrieval(dest_embedding, self.mean_target, self.mean_source)[0])
+        record.dist_target = float(np.linalg.norm(swap_embedding - self.mean_target))
+        record.verified = float(M.verified(swap_embedding, self.mean_target, self.threshold)[0])
+        record.dest_verified = float(M.verified(dest_embedding, self.mean_target, self.threshold)[0])
         record.nme = M.landmark_nme(swap_points, dest_points)
         try:
             record.pose = M.pose_difference(swap_points, dest_points, dest.shape[:2])
@@ -431,6 +439,7 @@ def build_report(options: EvaluateOptions, facts: dict, records: list[FrameRecor
     fps = swap.count / swap.seconds if swap.seconds > 0 else math.nan
     summary = {
         "id_retrieval": _mean(r.retrieved for r in faced),
+        "id_verified": _mean(r.verified for r in faced),
         "id_similarity_target": _mean(r.sim_target for r in faced),
         "id_similarity_source": _mean(r.sim_source for r in faced),
         "id_similarity_target_real": _mean(M.leave_one_out_similarity(refs["b"])),
@@ -458,6 +467,10 @@ def build_report(options: EvaluateOptions, facts: dict, records: list[FrameRecor
             "destination_similarity_target": _mean(r.dest_sim_target for r in faced),
             "destination_similarity_source": _mean(r.dest_sim_source for r in faced),
             "destination_retrieval": _mean(r.dest_retrieved for r in faced),
+            "destination_verified": _mean(r.dest_verified for r in faced),
+            "verification_threshold": M.verification_threshold(refs["b"]),
+            "distance_target": _mean(r.dist_target for r in faced),
+            "distance_target_real": _mean(M.leave_one_out_distance(refs["b"])),
         },
         "pose_error_deg": dict(zip(("yaw", "pitch", "roll", "angle"), pose_mean, strict=True)),
         "reconstruction": recon,

@@ -196,8 +196,9 @@ def _report_choices(proj: Project, pick: str | None = None):
             summary = read_report(folder).report["summary"]
         except UserError:
             continue
-        choices.append((f"{folder.name}: identity retrieval {format_value(summary.get('id_retrieval'))}, "
-                        f"flicker {format_value(summary.get('flicker'))}", folder.name))
+        choices.append((f"{folder.name}: retrieval {format_value(summary.get('id_retrieval'))}, verified as B "
+                        f"{format_value(summary.get('id_verified'))}, flicker {format_value(summary.get('flicker'))}",
+                        folder.name))
     names = [value for _, value in choices]
     return gr.update(choices=choices, value=pick if pick in names else (names[0] if names else None))
 
