@@ -260,7 +260,7 @@ class JobManager:
 
 def describe(kind: str) -> str:
     """A job kind in words for messages ("train" -> "training")."""
-    words = {"train": "training", "render": "a video render", "evaluate": "the evaluation"}
+    words = {"train": "training", "render": "video render", "evaluate": "evaluation"}
     if kind.startswith("extract:"):
         return f"extraction into face set {kind.split(':', 1)[1]}"
     return words.get(kind, kind)

@@ -19,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine.errors import UserError
-from webapp.jobs import QUEUED, RUNNING, Job, JobManager, ordinal
+from webapp.jobs import QUEUED, RUNNING, Job, JobManager, describe, ordinal
 from webapp.projects import Project, Workspace
 
 
@@ -104,6 +104,17 @@ class Studio:
             return self.workspace.open(self.owner(request), name)
         except UserError as err:
             raise gr.Error(str(err)) from err
+
+
+    def stop_job(self, request: gr.Request | None, name: str | None, kind: str) -> Job | None:
+        """Stop the open project's running or queued job of `kind` (the Stop buttons); a notice if none."""
+        proj = self.project(request, name)
+        job = self.jobs.find(proj.owner, proj.name, kind)
+        if job is None or not job.active:
+            gr.Info(f"no {describe(kind)} is running for this project")
+            return None
+        self.jobs.stop(job)
+        return job
 
 
 def publish(path: str | Path) -> str:

@@ -81,12 +81,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         return {}
 
     def stop(name, request: gr.Request):
-        proj = studio.project(request, name)
-        job = studio.jobs.find(proj.owner, proj.name, "evaluate")
-        if job is None or not job.active:
-            gr.Info("no evaluation is running")
-            return
-        studio.jobs.stop(job)
+        studio.stop_job(request, name, "evaluate")
 
     def poll(name, seen, request: gr.Request):
         if not name:

@@ -102,12 +102,7 @@ def _listen_side(studio: Studio, side: str, s: SimpleNamespace, ui: SimpleNamesp
         return None
 
     def stop(name, request: gr.Request):
-        proj = studio.project(request, name)
-        job = studio.jobs.find(proj.owner, proj.name, kind)
-        if job is None or not job.active:
-            gr.Info(f"no extraction is running for face set {side}")
-            return
-        studio.jobs.stop(job)
+        studio.stop_job(request, name, kind)
 
     def poll(name, seen, page, request: gr.Request):
         """Redraw only what changed: the bar and status always, the gallery when the set changed."""

@@ -153,12 +153,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         return {}
 
     def stop(name, request: gr.Request):
-        proj = studio.project(request, name)
-        job = studio.jobs.find(proj.owner, proj.name, "render")
-        if job is None or not job.active:
-            gr.Info("no video render is running")
-            return
-        studio.jobs.stop(job)
+        studio.stop_job(request, name, "render")
 
     def poll(name, seen, request: gr.Request):
         if not name:

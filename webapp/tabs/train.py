@@ -98,14 +98,10 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         return {}
 
     def stop(name, request: gr.Request):
-        proj = studio.project(request, name)
-        job = studio.jobs.find(proj.owner, proj.name, "train")
-        if job is None or not job.active:
-            gr.Info("no training is running for this project")
-            return
-        studio.jobs.stop(job)
-        gr.Info("stopping: the model is saved at the current iteration" if job.state == RUNNING
-                else "taken out of the queue")
+        job = studio.stop_job(request, name, "train")
+        if job is not None:
+            gr.Info("stopping: the model is saved at the current iteration" if job.state == RUNNING
+                    else "taken out of the queue")
 
     def poll(name, seen, request: gr.Request):
         if not name:
