@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import subprocess
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -44,7 +45,10 @@ def is_video(path: str | Path) -> bool:
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """Decode image bytes to RGB uint8, honouring EXIF orientation; UserError if corrupt or a bomb."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():  # PIL only warns between 1x and 2x its limit: refuse, do not print
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise UserError(f"{name}: {img.width}x{img.height} pixels is over the "
                                 f"{MAX_IMAGE_PIXELS // 1_000_000} MP limit (decompression bomb?); resize it first")
