@@ -201,9 +201,9 @@ def render_html(report: dict, images: dict, json_link: bool = True) -> str:
          f"{_fmt(ident['destination_similarity_target'])} / {_fmt(ident['destination_similarity_source'])} / "
          f"{_fmt(ident['destination_retrieval'])}"),
         ("real A faces to A (leave-one-out)", _fmt(ident["real_a_leave_one_out"])),
-        ("distance to B's mean: swapped / real B (leave-one-out) / verification threshold",
-         f"{_fmt(ident.get('distance_target'))} / {_fmt(ident.get('distance_target_real'))} / "
-         f"{_fmt(ident.get('verification_threshold'))}"),
+        ("distance to B's mean: swapped / unswapped / real B (leave-one-out) / verification threshold",
+         f"{_fmt(ident.get('distance_target'))} / {_fmt(ident.get('destination_distance_target'))} / "
+         f"{_fmt(ident.get('distance_target_real'))} / {_fmt(ident.get('verification_threshold'))}"),
         ("destination (unswapped) faces verified as B", _fmt(ident.get("destination_verified"))),
         ("reference faces embedded (A, B)", f"{ident['faces_a']}, {ident['faces_b']}"),
         ("pose error yaw / pitch / roll (deg)", f"{_fmt(pose['yaw'])} / {_fmt(pose['pitch'])} / {_fmt(pose['roll'])}"),

@@ -64,6 +64,7 @@ class FrameRecord:
     dist_target: float = math.nan  # Euclidean distance of the swapped face to B's mean
     verified: float = math.nan  # 1 if that distance is within B's own photos' (engine.evaluate.metrics.verified)
     dest_verified: float = math.nan
+    dest_dist_target: float = math.nan
     nme: float = math.nan
     pose: np.ndarray = field(default_factory=lambda: np.full(4, math.nan))  # yaw, pitch, roll, angle
     sharpness: float = math.nan
@@ -380,6 +381,7 @@ class FrameMeter:
         record.dist_target = float(np.linalg.norm(swap_embedding - self.mean_target))
         record.verified = float(M.verified(swap_embedding, self.mean_target, self.threshold)[0])
         record.dest_verified = float(M.verified(dest_embedding, self.mean_target, self.threshold)[0])
+        record.dest_dist_target = float(np.linalg.norm(dest_embedding - self.mean_target))
         record.nme = M.landmark_nme(swap_points, dest_points)
         try:
             record.pose = M.pose_difference(swap_points, dest_points, dest.shape[:2])
@@ -470,6 +472,7 @@ def build_report(options: EvaluateOptions, facts: dict, records: list[FrameRecor
             "destination_verified": _mean(r.dest_verified for r in faced),
             "verification_threshold": M.verification_threshold(refs["b"]),
             "distance_target": _mean(r.dist_target for r in faced),
+            "destination_distance_target": _mean(r.dest_dist_target for r in faced),
             "distance_target_real": _mean(M.leave_one_out_distance(refs["b"])),
         },
         "pose_error_deg": dict(zip(("yaw", "pitch", "roll", "angle"), pose_mean, strict=True)),
