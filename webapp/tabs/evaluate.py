@@ -85,13 +85,15 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
 
     def poll(name, seen, request: gr.Request):
         if not name:
-            return progress_bar(0, "no project open"), "", gr.skip(), {}
+            return progress_bar(0, "no project open"), "", gr.skip(), gr.skip(), {}
         proj = studio.project(request, name)
         job = studio.jobs.find(proj.owner, proj.name, "evaluate")
         bar, status = _job_view(studio, job)
         if job is None or job.state != DONE or seen.get("shown") == job.id or job.result is None:
-            return bar, status, gr.skip(), seen
-        return bar, status, _report_choices(proj, Path(job.result).name), {"shown": job.id}
+            return bar, status, gr.skip(), gr.skip(), seen
+        # the new report is shown; a video uploaded for it joins the project's list for the next run
+        return (bar, status, _report_choices(proj, Path(job.result).name), _video_choices(proj),
+                {"shown": job.id})
 
     def opened(name, request: gr.Request):
         """A project opened: its videos, its reports (the newest shown); the job already seen is not re-shown."""
@@ -112,7 +114,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         except UserError as err:
             raise gr.Error(str(err)) from err
 
-    poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.status, ui.report, ui.seen])
+    poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.status, ui.report, ui.known, ui.seen])
     ui.start.click(start, inputs=[project, ui.video, ui.known, ui.frames, ui.references],
                    outputs=ui.seen).then(poll, **poll_io)
     ui.stop.click(stop, inputs=project).then(poll, **poll_io)
