@@ -1,24 +1,29 @@
 """Encode frames to H.264 MP4 at the source's own frame times, with its audio copied.
 
-Piping raw frames at one constant rate is right for constant-rate video but not for variable-rate
-phone clips: 135 frames of a 6.13 s clip written at its nominal 30 fps last 4.5 s and drift off the
-audio. Raw video through a pipe has no timestamps, so this
-writer wraps each frame in a minimal Matroska stream (uncompressed RGB blocks, microsecond
-timestamps) that ffmpeg reads from stdin; ffmpeg then encodes with `-fps_mode passthrough`, so
-every frame keeps its source time, the frame count and duration match, and the output reports
-the same nominal rate (tbr) as the source. The timestamps come from the source's packets
+Writing at one constant rate is right for constant-rate video but not for variable-rate phone
+clips: 135 frames of a 6.13 s clip written at its nominal 30 fps last 4.5 s and drift off the
+audio. So each frame goes to libx264 with its source timestamp, in the source's time base, through
+PyAV (FFmpeg's libraries in-process): the frame count, frame times and duration match the source's,
+and the output reports the same nominal rate (tbr). The timestamps come from the source's packets
 (`frame_times`), read without decoding.
+
+The same PyAV container also muxes the audio, interleaved as the video advances: packets copied
+when MP4 holds their codec, else decoded and re-encoded to AAC. One muxer for both writes the file
+in one pass, with no second ffmpeg process, no video-only temporary file and one kind of error
+(`av.FFmpegError`) to turn into a `UserError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
-import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 
 from engine.errors import UserError
@@ -104,7 +109,7 @@ def audio_codec(path: str | Path) -> str | None:
 class TimedVideoWriter:
     """H.264 MP4 writer taking (frame, time) pairs; writes beside `path` and renames on `close()`.
 
-    Audio streams of `audio_from` are copied (re-encoded to AAC if MP4 cannot hold their codec).
+    The first audio stream of `audio_from` is copied (re-encoded to AAC if MP4 cannot hold its codec).
     `time_base` is the encoder's time base: pass the source's so its timestamps survive exactly.
     """
 
@@ -114,122 +119,128 @@ class TimedVideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
         self.size = (width, height)
-        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-copyts",
-               "-f", "matroska", "-i", "pipe:"]
-        maps = ["-map", "0:v:0"]
-        audio: list[str] = []
-        if audio_from is not None:
-            codec = audio_codec(audio_from)
-            if codec is not None:
-                cmd += ["-i", str(audio_from)]
-                maps += ["-map", "1:a?"]
-                audio = ["-c:a", "copy"] if codec in MP4_AUDIO_CODECS else ["-c:a", "aac", "-b:a", "192k"]
-        cmd += maps + ["-fps_mode", "passthrough", "-enc_time_base", str(time_base),
-                       "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                       "-crf", str(crf), "-preset", preset, *audio, "-movflags", "+faststart",
-                       "-f", "mp4", str(self.tmp)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._errors: list[bytes] = []
-        self._drain = threading.Thread(target=lambda: self._errors.append(self.proc.stderr.read()), daemon=True)
-        self._drain.start()
-        self._pending: tuple[np.ndarray, float] | None = None  # held back: the last frame needs a duration
-        self._last_time = -1.0
+        self.time_base = Fraction(time_base)
         self.frames = 0
-        self._send(_matroska_header(width, height))
+        self._pending: av.VideoFrame | None = None  # held back: the last frame needs a duration
+        self._last_pts: int | None = None
+        self._durations: dict[int, int] = {}  # ticks each frame lasts, by pts, until its packet comes out
+        self._delay: int | None = None
+        self._out: av.container.OutputContainer | None = None
+        self._source: av.container.InputContainer | None = None
+        self._audio: Iterator[av.Packet] = iter(())
+        self._next_audio: av.Packet | None = None
+        with self._failing():
+            self._out = av.open(str(self.tmp), "w", format="mp4", container_options={"movflags": "+faststart"})
+            self._video = self._out.add_stream("libx264", options={"crf": str(crf), "preset": preset})
+            self._video.width, self._video.height = width + width % 2, height + height % 2  # yuv420p: even sizes
+            self._video.pix_fmt = "yuv420p"
+            self._video.time_base = self._video.codec_context.time_base = self.time_base
+            self._video.thread_type = "AUTO"  # x264's frame threads, as ffmpeg uses (PyAV defaults to slices)
+            if audio_from is not None:
+                self._source = av.open(str(audio_from))
+                if self._source.streams.audio:
+                    self._audio = _audio_packets(self._source, self._source.streams.audio[0], self._out)
+                    self._next_audio = next(self._audio, None)  # also adds the stream, before the header
 
     def write(self, frame: np.ndarray, time: float) -> None:
-        """Queue `frame` to be shown at `time` seconds (times must increase)."""
+        """Queue `frame` to be shown at `time` seconds (times must increase).
+
+        The array is read at the next `write()` or `close()`: leave it unchanged until then.
+        """
         if frame.shape != (self.size[1], self.size[0], 3):
             raise ValueError(f"frame is {frame.shape}, writer expects {self.size[1]}x{self.size[0]}x3")
-        if time <= self._last_time:
-            raise ValueError(f"frame times must increase: {time} after {self._last_time}")
-        self._last_time = time
-        if self._pending is not None:
-            self._send(_cluster(*self._pending))
-        self._pending = (np.ascontiguousarray(frame, dtype=np.uint8), time)
+        pts = round(time / self.time_base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            raise ValueError(f"frame times must increase: {time} after {float(self._last_pts * self.time_base)}"
+                             f" (time base {self.time_base})")
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if self.size[0] % 2 or self.size[1] % 2:
+            frame = np.pad(frame, ((0, self.size[1] % 2), (0, self.size[0] % 2), (0, 0)), mode="edge")
+        video_frame = av.VideoFrame.from_numpy_buffer(frame)  # wraps the array: no copy
+        video_frame.pts, video_frame.time_base = pts, self.time_base
+        with self._failing():
+            if self._pending is not None:
+                self._out.mux(self._encode(self._pending, pts - self._last_pts))
+            self._mux_audio(time)
+        self._pending, self._last_pts = video_frame, pts
         self.frames += 1
 
     def close(self, last_duration: float) -> Path:
         """Finish with the last frame lasting `last_duration` s; rename into place."""
-        if self._pending is not None:
-            self._send(_cluster(*self._pending, duration=last_duration))
-            self._pending = None
-        try:
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        self.proc.wait()
-        self._drain.join(timeout=5)
-        if self.proc.returncode != 0 or self.frames == 0:
+        if self._pending is None:
             self.abort()
-            message = b"".join(self._errors).decode(errors="replace").strip()
-            detail = message.splitlines()[-1] if message else ("no frames" if self.frames == 0 else "ffmpeg error")
-            raise UserError(f"{self.path}: video encoding failed ({detail})")
-        self.tmp.replace(self.path)
+            raise UserError(f"{self.path}: video encoding failed (no frames)")
+        with self._failing():
+            end = self._last_pts + max(1, round(last_duration / self.time_base))
+            packets = self._encode(self._pending, end - self._last_pts) + self._encode(None)
+            self._pending = None
+            last = packets[-1]
+            if last.pts != self._last_pts:  # MP4's decode times end with the last packet (in decode order):
+                # end them where the frames end, less the encoder's delay, so the average rate is the source's
+                last.duration = max(1, min(end - last.pts, end - self._delay - last.dts))
+            self._out.mux(packets)
+            self._mux_audio(float("inf"))
+            self._out.close()  # writes the index, then moves it to the front (+faststart)
+            self.tmp.replace(self.path)
+        self._close()
         return self.path
 
     def abort(self) -> None:
-        """Stop ffmpeg and delete the partial file: nothing half-written stays behind."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """Stop encoding and delete the partial file: nothing half-written stays behind."""
+        self._close()
         self.tmp.unlink(missing_ok=True)
 
-    def _send(self, data: bytes) -> None:
+    def _close(self) -> None:
+        for container in (self._out, self._source):
+            if container is not None:
+                with contextlib.suppress(av.FFmpegError, OSError):
+                    container.close()
+        self._out = self._source = None
+
+    def _encode(self, frame: av.VideoFrame | None, duration: int = 0) -> list[av.Packet]:
+        """The packets libx264 gives for `frame` lasting `duration` ticks (None: all it still holds)."""
+        if frame is not None:
+            self._durations[frame.pts] = duration
+        packets = self._video.encode(frame)
+        for packet in packets:  # libx264 leaves durations out (the muxer would guess): MP4 ends the video by them
+            packet.duration = self._durations.pop(packet.pts)
+            if self._delay is None:
+                self._delay = packet.pts - packet.dts  # B-frames: decode times run this far behind
+        return packets
+
+    def _mux_audio(self, until: float) -> None:
+        """Mux the audio up to `until` seconds, so that it lies in the file beside its video."""
+        while self._next_audio is not None and self._next_audio.dts * self._next_audio.time_base <= until:
+            self._out.mux(self._next_audio)
+            self._next_audio = next(self._audio, None)
+
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
         try:
-            self.proc.stdin.write(data)
-        except BrokenPipeError as err:
-            self.proc.wait()
-            self._drain.join(timeout=5)
-            message = b"".join(self._errors).decode(errors="replace").strip()
+            yield
+        except (av.FFmpegError, OSError) as err:
             self.abort()
-            raise UserError(f"{self.path}: video encoding failed "
-                            f"({message.splitlines()[-1] if message else 'ffmpeg quit'})") from err
+            raise UserError(f"{self.path}: video encoding failed ({err})") from err
 
 
-# --- a minimal Matroska stream: EBML header, one uncompressed RGB track, one cluster per frame ---
-_US = 1_000_000  # TimestampScale of 1000 ns: timestamps in microseconds
-
-
-def _size(n: int) -> bytes:
-    return (1 << 56 | n).to_bytes(8, "big")  # 8-byte EBML length
-
-
-def _element(element_id: bytes, payload: bytes) -> bytes:
-    return element_id + _size(len(payload)) + payload
-
-
-def _uint(element_id: bytes, value: int) -> bytes:
-    return _element(element_id, int(value).to_bytes(max(1, (int(value).bit_length() + 7) // 8), "big"))
-
-
-def _text(element_id: bytes, value: str) -> bytes:
-    return _element(element_id, value.encode("ascii"))
-
-
-def _matroska_header(width: int, height: int) -> bytes:
-    ebml = _element(b"\x1a\x45\xdf\xa3", _uint(b"\x42\x86", 1) + _uint(b"\x42\xf7", 1) + _uint(b"\x42\xf2", 4)
-                    + _uint(b"\x42\xf3", 8) + _text(b"\x42\x82", "matroska") + _uint(b"\x42\x87", 4)
-                    + _uint(b"\x42\x85", 2))
-    segment = b"\x18\x53\x80\x67" + b"\x01\xff\xff\xff\xff\xff\xff\xff"  # unknown size: a live stream
-    info = _element(b"\x15\x49\xa9\x66", _uint(b"\x2a\xd7\xb1", 1_000_000_000 // _US)
-                    + _text(b"\x4d\x80", "faceswap-studio") + _text(b"\x57\x41", "faceswap-studio"))
-    video = _element(b"\xe0", _uint(b"\xb0", width) + _uint(b"\xba", height)
-                     + _element(b"\x2e\xb5\x24", b"RGB\x18"))  # ColourSpace fourcc: packed RGB24
-    track = _element(b"\xae", _uint(b"\xd7", 1) + _uint(b"\x73\xc5", 1) + _uint(b"\x83", 1) + _uint(b"\x9c", 0)
-                     + _text(b"\x86", "V_UNCOMPRESSED") + video)
-    return ebml + segment + info + _element(b"\x16\x54\xae\x6b", track)
-
-
-def _cluster(frame: np.ndarray, time: float, duration: float | None = None) -> bytes:
-    """One frame in its own cluster (block times are 16-bit offsets; a cluster each avoids overflow)."""
-    block_head = b"\x81\x00\x00"  # track 1, relative time 0
-    if duration is None:
-        block = _element(b"\xa3", block_head + b"\x80" + frame.tobytes())  # SimpleBlock, keyframe
-    else:  # BlockGroup: the only way to say how long the last frame lasts
-        block = _element(b"\xa0", _element(b"\xa1", block_head + b"\x00" + frame.tobytes())
-                         + _uint(b"\x9b", max(1, round(duration * _US))))
-    return _element(b"\x1f\x43\xb6\x75", _uint(b"\xe7", max(0, round(time * _US))) + block)
+def _audio_packets(source: av.container.InputContainer, stream: av.AudioStream,
+                   out: av.container.OutputContainer) -> Iterator[av.Packet]:
+    """Packets of `stream` for a new audio stream of `out`: copied if MP4 holds the codec, else AAC 192k."""
+    if stream.codec_context.codec.canonical_name in MP4_AUDIO_CODECS:
+        copy = out.add_stream_from_template(stream)
+        for packet in source.demux(stream):
+            if packet.dts is not None:  # the demuxer's closing empty packet has no time
+                packet.stream = copy
+                yield packet
+        return
+    layout = stream.codec_context.layout  # the encoder takes only named ones, not "2 channels" of unknown order
+    aac = out.add_stream("aac", rate=stream.codec_context.sample_rate,
+                         layout={1: "mono", 2: "stereo"}.get(layout.nb_channels, layout))
+    aac.bit_rate = 192_000
+    for packet in source.demux(stream):
+        for frame in packet.decode():
+            yield from aac.encode(frame)
+    yield from aac.encode(None)
 
 
 class VideoWriter:
