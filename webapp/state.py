@@ -19,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine.errors import UserError
-from webapp.jobs import QUEUED, RUNNING, Job, JobManager, describe, ordinal
+from webapp.jobs import DONE, QUEUED, RUNNING, Job, JobManager, describe, ordinal
 from webapp.projects import Project, Workspace
 
 
@@ -151,6 +151,11 @@ def waiting_view(studio: Studio, job: Job | None, starting: str) -> tuple[str, s
     if job.state == RUNNING and job.progress is None:
         return progress_bar(0, f"starting: {starting}"), ""
     return None
+
+
+def newly_done(job: Job | None, seen: dict) -> bool:
+    """Whether a poll meets this finished job's result for the first time (shown once, not at every tick)."""
+    return job is not None and job.state == DONE and job.result is not None and seen.get("shown") != job.id
 
 
 def progress_bar(fraction: float | None, text: str) -> str:

@@ -23,7 +23,7 @@ from engine.errors import UserError
 from engine.evaluate.report import SavedReport, format_value, read_report, standalone_html
 from webapp.jobs import DONE, RUNNING, Job, describe, format_eta
 from webapp.projects import Project, keep_uploads, split_uploads
-from webapp.state import Studio, progress_bar, publish, waiting_view
+from webapp.state import Studio, newly_done, progress_bar, publish, waiting_view
 
 POLL_S = 2.0
 DEFAULT_FRAMES = 120
@@ -89,7 +89,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         proj = studio.project(request, name)
         job = studio.jobs.find(proj.owner, proj.name, "evaluate")
         bar, status = _job_view(studio, job)
-        if job is None or job.state != DONE or seen.get("shown") == job.id or job.result is None:
+        if not newly_done(job, seen):
             return bar, status, gr.skip(), gr.skip(), seen
         # the new report is shown; a video uploaded for it joins the project's list for the next run
         return (bar, status, _report_choices(proj, Path(job.result).name), _video_choices(proj),

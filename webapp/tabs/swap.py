@@ -22,7 +22,7 @@ from engine.swap.color import COLOR_MODES
 from engine.swap.pipeline import BLEND_SIZE, SwapSettings
 from webapp.jobs import DONE, RUNNING, Job, describe, format_eta
 from webapp.projects import Project, keep_uploads, split_uploads
-from webapp.state import Studio, progress_bar, publish, waiting_view
+from webapp.state import Studio, newly_done, progress_bar, publish, waiting_view
 
 POLL_S = 2.0
 DIRECTIONS = [("A → B: A's faces become B (the usual)", "a2b"), ("B → A: B's faces become A", "b2a")]
@@ -161,7 +161,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         proj = studio.project(request, name)
         job = studio.jobs.find(proj.owner, proj.name, "render")
         bar, status = _render_view(studio, job)
-        if job is None or job.state != DONE or seen.get("shown") == job.id:
+        if not newly_done(job, seen):
             return bar, status, gr.skip(), gr.skip(), seen
         path = publish(job.result)
         return bar, status, path, path, {"shown": job.id}
