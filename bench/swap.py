@@ -4,9 +4,9 @@
 
 Each configuration swaps whole talk videos (decode, detect or track, model, colour, blend, encode,
 audio copy) into a temporary folder. The model is a randomly initialised `lite`: its speed is that
-of a trained one. `stages` are seconds of the main process per stage (decode and encode: time spent
-waiting on the ffmpeg pipes); `ffmpeg_cpu_s` is the CPU time of the ffmpeg decoder and encoder
-processes, which run beside it and compete for the same cores.
+of a trained one. `stages` are seconds of the main process per stage (decode: time spent waiting on
+the ffmpeg decoding pipe; encode: libx264 and the muxer, in-process through PyAV); `ffmpeg_cpu_s` is
+the CPU time of the ffmpeg decoder process, which runs beside it and competes for the same cores.
 """
 
 from __future__ import annotations
