@@ -107,8 +107,8 @@ def evaluate(options: EvaluateOptions, listeners: Iterable[Listener] = (), stop:
         facts = {"preset": model.config.get("preset"), "resolution": int(model.resolution),
                  "iteration": meta.get("iteration"), "train": train_sets}
         del model
-        meter = FrameMeter(analyzer, mean_target=mean_b, mean_source=mean_a,
-                           threshold=M.verification_threshold(refs["b"]))
+        threshold = M.verification_threshold(refs["b"])  # one figure for the frames and the report
+        meter = FrameMeter(analyzer, mean_target=mean_b, mean_source=mean_a, threshold=threshold)
         strip = StripCollector(options.strip)
         swap = _swap(options, out, reporter, stop, strip)
         records = []
@@ -122,7 +122,7 @@ def evaluate(options: EvaluateOptions, listeners: Iterable[Listener] = (), stop:
         reporter(0, message="stopped", done=True)
         return {"status": "stopped"}
     grids = {side: r.pop("grid") for side, r in recon.items()}
-    report = build_report(options, facts, records, refs, recon, swap, time.perf_counter() - started)
+    report = build_report(options, facts, records, refs, threshold, recon, swap, time.perf_counter() - started)
     write_report(out, report, strip.pairs, grids)
     reporter(2 * swap.count, total=2 * swap.count, message="report written", done=True,
              metrics={k: v for k, v in report["summary"].items() if isinstance(v, float)})
@@ -430,8 +430,8 @@ def _mean(values) -> float:
     return float(v.mean()) if len(v) else math.nan
 
 
-def build_report(options: EvaluateOptions, facts: dict, records: list[FrameRecord], refs: dict, recon: dict,
-                 swap: SwapRun, seconds: float) -> dict:
+def build_report(options: EvaluateOptions, facts: dict, records: list[FrameRecord], refs: dict, threshold: float,
+                 recon: dict, swap: SwapRun, seconds: float) -> dict:
     """The report as a JSON-able dict: headline figures in `summary`, details and per-frame series."""
     faced = [r for r in records if r.face]
     pose = np.array([r.pose for r in faced]).reshape(-1, 4)
@@ -470,7 +470,7 @@ def build_report(options: EvaluateOptions, facts: dict, records: list[FrameRecor
             "destination_similarity_source": _mean(r.dest_sim_source for r in faced),
             "destination_retrieval": _mean(r.dest_retrieved for r in faced),
             "destination_verified": _mean(r.dest_verified for r in faced),
-            "verification_threshold": M.verification_threshold(refs["b"]),
+            "verification_threshold": threshold,
             "distance_target": _mean(r.dist_target for r in faced),
             "destination_distance_target": _mean(r.dest_dist_target for r in faced),
             "distance_target_real": _mean(M.leave_one_out_distance(refs["b"])),
