@@ -96,16 +96,6 @@ def frame_times(path: str | Path, fps: float) -> FrameTimes:
     return FrameTimes(times - min(0.0, times[0]), last_duration, time_base, damage)
 
 
-def audio_codec(path: str | Path) -> str | None:
-    """The first audio stream's codec name as ffmpeg reports it, or None without audio."""
-    proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path)], capture_output=True,
-                          text=True, errors="replace")
-    for line in proc.stderr.splitlines():
-        if "Stream #" in line and "Audio:" in line:
-            return line.split("Audio:", 1)[1].strip().split()[0].rstrip(",")
-    return None
-
-
 class TimedVideoWriter:
     """H.264 MP4 writer taking (frame, time) pairs; writes beside `path` and renames on `close()`.
 
