@@ -1,8 +1,12 @@
-"""One progress event type for every long job (extract, train, swap, evaluate).
+"""Progress events of the long jobs (extract, train, train-color, swap, evaluate) and their stop flag.
 
-Jobs call a `Reporter` with `Progress` events; consumers (the CLI's tqdm bar, CSV logs, the web
-page) subscribe to the same stream, so no consumer ever needs its own copy of a job's loop.
-Stop requests travel the other way through a `StopFlag` that the job polls once per step.
+`Progress` is the one event type every job emits (step, total, rate, ETA, metrics, message, an
+optional preview image, done). A job builds its events with a `Reporter`, which times the steps for
+rate and ETA and hands each event to its listeners: any callable taking a `Progress` (`Listener`).
+The commands listen with `TqdmListener`, a terminal bar; the web app with `webapp.jobs.Job.listen`,
+which keeps the latest event, the loss curve and the newest preview for the page to poll.
+`StopFlag` carries stop requests the other way: the web app's Stop button and the training
+commands' Ctrl-C/SIGTERM handler set it, and jobs poll it between steps.
 """
 
 from __future__ import annotations
@@ -55,9 +59,6 @@ class Reporter:
         self._start_step = start_step
         self._rate: float | None = None
 
-    def add(self, listener: Listener) -> None:
-        self.listeners.append(listener)
-
     def __call__(self, step: int, *, metrics: dict[str, float] | None = None, message: str = "",
                  preview: np.ndarray | None = None, done: bool = False,
                  total: int | None = None) -> Progress:
@@ -88,9 +89,6 @@ class StopFlag:
 
     def set(self) -> None:
         self._event.set()
-
-    def clear(self) -> None:
-        self._event.clear()
 
     def __bool__(self) -> bool:
         return self._event.is_set()

@@ -5,6 +5,7 @@ import pytest
 
 from engine.faces import align
 from engine.media import read_image
+from engine.swap.blend import blend
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +29,12 @@ def test_detected_landmarks_on_aligned_crop_match_template(obama, mtcnn):
     assert np.linalg.norm(again.landmarks[:2] - template[:2], axis=1).max() < 6.0  # of 256 px
 
 
-def test_paste_back_round_trip(obama):
+def test_crop_pastes_back_where_it_came_from(obama):
+    """The swap's paste (blend, through align.invert) puts a warp_face crop back where it was cut."""
     image, face = obama
     matrix = align.alignment_matrix(face.landmarks, 512, 0.6)
     crop = align.warp_face(image, matrix, 512)
-    restored = align.paste_back(np.zeros_like(image), crop, matrix)
+    restored = blend(np.zeros_like(image), crop, matrix, np.ones((512, 512), np.float32), "alpha")
     x1, y1, x2, y2 = face.box.astype(int)
     region = (slice(y1 + 10, y2 - 10), slice(x1 + 10, x2 - 10))
     err = np.abs(restored[region].astype(float) - image[region].astype(float)).mean()
@@ -45,7 +47,8 @@ def test_recrop_equals_realigning(obama):
     image, face = obama
     big = align.alignment_matrix(face.landmarks, 256, align.FACESET_COVERAGE)
     small = align.alignment_matrix(face.landmarks, 64, 0.9)
-    via_recrop = align.compose(align.recrop_matrix(256, align.FACESET_COVERAGE, 64, 0.9), big)
+    recrop = align.recrop_matrix(256, align.FACESET_COVERAGE, 64, 0.9)
+    via_recrop = (np.vstack([recrop, [0, 0, 1]]) @ np.vstack([big, [0, 0, 1]]))[:2]  # big first, then recrop
     np.testing.assert_allclose(via_recrop, small, atol=1e-9)
 
 

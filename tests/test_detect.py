@@ -38,12 +38,20 @@ def test_mtcnn_batches_mixed_sizes(data_dir, mtcnn):
 
 @pytest.fixture()
 def fake_weights(tmp_path, monkeypatch):
-    """A RetinaFace state dict made here (random init): exercises loading without a download."""
+    """A RetinaFace state dict made here, so loading and decoding run without a download: random
+    init, except that the class heads call every prior a face (softmax score 0.98), so the
+    detector has faces to decode and NMS, whatever the random boxes."""
     from engine.faces.retinaface import build_network
 
     monkeypatch.setenv("FACESTUDIO_WEIGHTS", str(tmp_path))
     torch.manual_seed(0)
-    torch.save(build_network().state_dict(), weights_path(RETINAFACE_RESNET50))
+    state = build_network().state_dict()
+    for key, value in state.items():
+        if key.startswith("ClassHead."):
+            value.zero_()
+            if key.endswith(".bias"):
+                value[1::2] = 4.0  # (background, face) logits per anchor
+    torch.save(state, weights_path(RETINAFACE_RESNET50))
     return weights_path(RETINAFACE_RESNET50)
 
 
@@ -109,7 +117,9 @@ def test_retinaface_runs_end_to_end_on_a_batch(fake_weights, data_dir):
     results = det.detect(images)
     assert len(results) == 2
     for image, faces in zip(images, results, strict=True):
+        assert faces, "no face decoded although every prior scores as a face"
         for f in faces:
+            assert f.score == pytest.approx(float(torch.sigmoid(torch.tensor(4.0))), abs=1e-5)
             assert f.landmarks.shape == (5, 2) and 0 <= f.score <= 1
             assert 0 <= f.box[0] < f.box[2] <= image.shape[1] and 0 <= f.box[1] < f.box[3] <= image.shape[0]
 

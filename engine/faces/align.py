@@ -74,13 +74,6 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return pts @ m[:, :2].T + m[:, 2]
 
 
-def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """The 2x3 matrix applying `inner` first, then `outer`."""
-    a = np.vstack([np.asarray(outer, dtype=np.float64), [0, 0, 1]])
-    b = np.vstack([np.asarray(inner, dtype=np.float64), [0, 0, 1]])
-    return (a @ b)[:2]
-
-
 def recrop_matrix(src_size: int, src_coverage: float, dst_size: int, dst_coverage: float) -> np.ndarray:
     """2x3 matrix mapping a crop at (src_size, src_coverage) to one at (dst_size, dst_coverage).
 
@@ -91,23 +84,6 @@ def recrop_matrix(src_size: int, src_coverage: float, dst_size: int, dst_coverag
     s = dst_size * dst_coverage / (src_size * src_coverage)
     t = dst_size * 0.5 - s * src_size * 0.5
     return np.array([[s, 0.0, t], [0.0, s, t]])
-
-
-def paste_back(frame: np.ndarray, face: np.ndarray, matrix: np.ndarray,
-               mask: np.ndarray | None = None) -> np.ndarray:
-    """Warp an aligned crop back onto `frame` through the inverse of `matrix` (alpha-blended by mask).
-
-    `mask` is float in [0, 1] in aligned space (H, W); without one the whole crop is pasted.
-    """
-    h, w = frame.shape[:2]
-    inv = invert(matrix)
-    warped = cv2.warpAffine(face, inv, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    if mask is None:
-        mask = np.ones(face.shape[:2], dtype=np.float32)
-    alpha = cv2.warpAffine(mask.astype(np.float32), inv, (w, h), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
-    out = frame.astype(np.float32) * (1 - alpha) + warped.astype(np.float32) * alpha
-    return np.clip(out + 0.5, 0, 255).astype(frame.dtype) if frame.dtype == np.uint8 else out
 
 
 def _check_coverage(coverage: float) -> None:
