@@ -4,6 +4,9 @@
 Each entry: file, source, frame, box, score, landmarks, matrix (source pixels -> aligned pixels),
 blur, sha1. "inputs" records which inputs are done, so re-running extract skips them.
 The JSON is rewritten atomically after every input, so a crash never loses or corrupts it.
+
+`open_faceset` is how training and evaluation open a set (every way it can be missing is a
+UserError with the fix); `face_count` and `faceset_stamp` are cheap enough for a page to poll.
 """
 
 from __future__ import annotations
@@ -96,3 +99,30 @@ class FaceSet:
                 raise UserError(f"{path} is {bgr.shape[1]}x{bgr.shape[0]}, the set says {self.size} px")
             out[i] = bgr[..., ::-1]
         return out
+
+
+def open_faceset(path: str | Path) -> FaceSet:
+    """Open an existing face set with faces in it, turning every way it can be missing into a UserError."""
+    path = Path(path)
+    hint = "point --faces-a/--faces-b at a folder made by `python -m engine extract`"
+    if not path.is_dir():
+        raise UserError(f"face set {path} does not exist: {hint}")
+    if not (path / INDEX).is_file():
+        raise UserError(f"{path} is not a face set (no {INDEX}): {hint}")
+    faceset = FaceSet(path)
+    if len(faceset) == 0:
+        raise UserError(f"face set {path} holds no faces: extract faces into it first ({hint})")
+    return faceset
+
+
+def face_count(path: str | Path) -> int:
+    """How many faces the set at `path` holds; 0 when there is no face set there yet."""
+    return len(FaceSet(path)) if (Path(path) / INDEX).is_file() else 0
+
+
+def faceset_stamp(path: str | Path) -> int:
+    """Changes whenever the set does (its index's modification time; 0 when there is none): one stat."""
+    try:
+        return (Path(path) / INDEX).stat().st_mtime_ns
+    except OSError:
+        return 0

@@ -6,8 +6,9 @@ what a face of this identity looks like instead of copying pixels; because input
 everything but the warp, it is never asked to guess a different pose.
 
 Everything happens in one sampling step per image: face-set crops (uint8, size S at the face set's
-coverage) are re-cropped to the model's coverage and resolution with the same geometry as
-`engine.faces.align.recrop_matrix`, so training crops match the crops the swap step feeds in.
+coverage) are re-cropped to the model's coverage and resolution with the pieces of
+`engine.faces.crops` (the geometry of `engine.faces.align.recrop_matrix`), so training crops match
+the crops the swap step feeds in.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import math
 from functools import lru_cache
 
 import kornia
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.faces.align import FACESET_COVERAGE, recrop_matrix
+from engine.faces.align import FACESET_COVERAGE
+from engine.faces.crops import apply_affine, center_crop_batch, pixel_grid, prefilter, recrop_theta, sample
 from engine.faces.mask import face_region_mask
-from engine.models import MODEL_COVERAGE  # noqa: F401  (the default model_coverage, re-exported)
+from engine.models import MODEL_COVERAGE
+
+__all__ = ["warp_batch", "center_crop_batch", "MODEL_COVERAGE"]  # the last two re-exported for old callers
 
 WARP_GRID = 5  # control points per side of the random warp
 WARP_REFERENCE_SIDE = 256  # the warp strength is given in pixels of a face-set crop this big
@@ -46,14 +49,14 @@ def warp_batch(faces_u8: torch.Tensor, *, resolution: int, src_coverage: float =
     n, device = faces_u8.shape[0], faces_u8.device
     draw = _Draw(n, generator, device)
     augment = _random_similarity(draw, rotation, zoom, shift, flip, resolution)
-    theta = _recrop_theta(faces_u8.shape[-1], src_coverage, resolution, model_coverage, device) @ augment
-    grid = _pixel_grid(resolution, device).expand(n, -1, -1, -1)
-    source = _prefilter(faces_u8, resolution * model_coverage / (faces_u8.shape[-1] * src_coverage))
-    target = _sample(source, _apply(theta, grid))
+    theta = recrop_theta(faces_u8.shape[-1], src_coverage, resolution, model_coverage, device) @ augment
+    grid = pixel_grid(resolution, device).expand(n, -1, -1, -1)
+    source = prefilter(faces_u8, resolution, src_coverage, model_coverage)
+    target = sample(source, apply_affine(theta, grid))
     if warp and warp_px > 0:
         # face-relative strength: the face square spans 2 * model_coverage in normalised units
         sigma = warp_px / (WARP_REFERENCE_SIDE * FACESET_COVERAGE) * 2 * model_coverage
-        warped = _sample(source, _apply(theta, grid + _smooth_field(draw, sigma, resolution)))
+        warped = sample(source, apply_affine(theta, grid + _smooth_field(draw, sigma, resolution)))
     else:
         warped = target.clone()
     if color_jitter > 0:
@@ -62,18 +65,9 @@ def warp_batch(faces_u8: torch.Tensor, *, resolution: int, src_coverage: float =
     mask_target = None
     if mask:
         template = _face_mask(source.shape[-1], src_coverage, str(device)).expand(n, 1, -1, -1)
-        mask_target = F.grid_sample(template, _apply(theta, grid), mode="bilinear", padding_mode="zeros",
+        mask_target = F.grid_sample(template, apply_affine(theta, grid), mode="bilinear", padding_mode="zeros",
                                     align_corners=False)
     return warped, target, mask_target
-
-
-def center_crop_batch(faces_u8: torch.Tensor, *, resolution: int, src_coverage: float = FACESET_COVERAGE,
-                      model_coverage: float) -> torch.Tensor:
-    """The plain re-crop (no augmentation) for previews and swaps: float (N, 3, R, R) in [0, 1]."""
-    theta = _recrop_theta(faces_u8.shape[-1], src_coverage, resolution, model_coverage, faces_u8.device)
-    grid = _apply(theta.expand(faces_u8.shape[0], -1, -1), _pixel_grid(resolution, faces_u8.device))
-    source = _prefilter(faces_u8, resolution * model_coverage / (faces_u8.shape[-1] * src_coverage))
-    return _sample(source, grid)
 
 
 class _Draw:
@@ -112,58 +106,11 @@ def _random_similarity(draw: _Draw, rotation: float, zoom: float, shift: float, 
     return m
 
 
-def _recrop_theta(src_size: int, src_coverage: float, size: int, coverage: float,
-                  device: torch.device) -> torch.Tensor:
-    """(3, 3) output-normalised -> source-normalised coordinates of `recrop_matrix` (grid_sample's
-    align_corners=False convention: pixel i sits at (2i + 1) / side - 1)."""
-    recrop = np.vstack([recrop_matrix(src_size, src_coverage, size, coverage), [0, 0, 1]])
-    to_src_norm = np.array([[2 / src_size, 0, 1 / src_size - 1], [0, 2 / src_size, 1 / src_size - 1], [0, 0, 1]])
-    from_dst_norm = np.array([[size / 2, 0, (size - 1) / 2], [0, size / 2, (size - 1) / 2], [0, 0, 1]])
-    theta = to_src_norm @ np.linalg.inv(recrop) @ from_dst_norm
-    return torch.as_tensor(theta, dtype=torch.float32, device=device)
-
-
-@lru_cache(maxsize=8)
-def _pixel_grid_cached(size: int, device: str) -> torch.Tensor:
-    centres = (torch.arange(size, dtype=torch.float32, device=device) * 2 + 1) / size - 1
-    ys, xs = torch.meshgrid(centres, centres, indexing="ij")
-    return torch.stack([xs, ys], dim=-1)[None]  # (1, R, R, 2) as x, y like grid_sample
-
-
-def _pixel_grid(size: int, device: torch.device) -> torch.Tensor:
-    return _pixel_grid_cached(size, str(device))
-
-
-def _apply(theta: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Map (N, H, W, 2) points through (N, 3, 3) or (3, 3) affine matrices."""
-    if theta.dim() == 2:
-        theta = theta[None]
-    return torch.einsum("nij,nhwj->nhwi", theta[:, :2, :2], grid) + theta[:, None, None, :2, 2]
-
-
 def _smooth_field(draw: _Draw, sigma: float, resolution: int) -> torch.Tensor:
     """(N, R, R, 2) displacement: Gaussian noise on a coarse grid, interpolated bicubically."""
     coarse = draw.normal(sigma, 2, WARP_GRID, WARP_GRID)
     dense = F.interpolate(coarse, size=(resolution, resolution), mode="bicubic", align_corners=True)
     return dense.permute(0, 2, 3, 1)
-
-
-def _prefilter(faces_u8: torch.Tensor, scale: float) -> torch.Tensor:
-    """uint8 -> float [0, 1], shrunk with an antialiasing filter when the crop samples it sparser than
-    1:1, so bilinear sampling afterwards does not alias (normalised coordinates ignore the size)."""
-    side = faces_u8.shape[-1]
-    if scale >= 1:
-        return faces_u8.float().div_(255)
-    size = (math.ceil(side * scale),) * 2
-    if faces_u8.device.type == "cpu":
-        # the CPU has a fast uint8 path; shrinking first also makes the float copy small
-        return F.interpolate(faces_u8, size=size, mode="bilinear", antialias=True).float().div_(255)
-    return F.interpolate(faces_u8.float().div_(255), size=size, mode="bilinear", antialias=True)
-
-
-def _sample(source: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    out = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out.clamp_(0, 1)
 
 
 @lru_cache(maxsize=8)

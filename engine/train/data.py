@@ -13,6 +13,10 @@ import numpy as np
 import torch
 
 from engine.errors import UserError
+from engine.faces.faceset import open_faceset
+
+__all__ = ["FacePool", "BatchSampler", "load_pool", "preview_faces", "rank_indices",
+           "open_faceset"]  # the last re-exported for old callers: it lives in engine.faces.faceset
 
 
 @dataclass
@@ -29,22 +33,6 @@ class FacePool:
     @property
     def size(self) -> int:
         return self.faces.shape[-1]
-
-
-def open_faceset(path: str | Path):
-    """Open a face set, turning every way it can be missing into a UserError with the fix."""
-    from engine.faces.faceset import FaceSet
-
-    path = Path(path)
-    hint = "point --faces-a/--faces-b at a folder made by `python -m engine extract`"
-    if not path.is_dir():
-        raise UserError(f"face set {path} does not exist: {hint}")
-    if not (path / "faces.json").is_file():
-        raise UserError(f"{path} is not a face set (no faces.json): {hint}")
-    faceset = FaceSet(path)
-    if len(faceset) == 0:
-        raise UserError(f"face set {path} holds no faces: extract faces into it first ({hint})")
-    return faceset
 
 
 def rank_indices(count: int, rank: int, world_size: int) -> np.ndarray:
