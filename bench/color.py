@@ -44,18 +44,13 @@ from skimage.metrics import structural_similarity
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.atomic import write_image  # noqa: E402
-from engine.faces.faceset import FaceSet  # noqa: E402
+from engine.faces.crops import center_crop_batch  # noqa: E402
+from engine.faces.faceset import FaceSet, face_count  # noqa: E402
 from engine.faces.mask import face_region_mask  # noqa: E402
-from engine.models import load_color_net, load_model  # noqa: E402
+from engine.models import is_model_dir, load_color_net, load_model, save_model  # noqa: E402
 from engine.models.colornet import pair_stats  # noqa: E402
-from engine.models.store import COLOR_KEY, CONFIG, WEIGHTS  # noqa: E402
-from engine.progress import Reporter, StopFlag  # noqa: E402
 from engine.swap.color import correct_color  # noqa: E402
-from engine.train import TrainConfig, train  # noqa: E402
-from engine.train.augment import center_crop_batch  # noqa: E402
-from engine.train.color import ColorConfig, ColorSession  # noqa: E402
-from engine.train.distributed import Cluster  # noqa: E402
-from engine.train.trainer import model_coverage, run_loop  # noqa: E402
+from engine.train import ColorConfig, TrainConfig, train, train_color  # noqa: E402
 
 METHODS = ("reinhard", "hist", "net")
 GRID_ROWS = 3  # faces per direction in the grid
@@ -65,7 +60,7 @@ def split(source: Path, out: Path, every: int) -> tuple[int, np.ndarray]:
     """Write `source` without every `every`-th face as a new face set; -> (faces kept, held-out indices)."""
     src = FaceSet(source)
     held = np.arange(every - 1, len(src), every)
-    if not (out / "faces.json").is_file():
+    if face_count(out) == 0:
         dst = FaceSet(out, size=src.size, coverage=src.coverage, create=True)
         images = src.load_images()
         for i, entry in enumerate(src.entries):
@@ -81,15 +76,11 @@ def train_color_net(swap_dir: Path, folder: Path, config: dict, faces: tuple[Pat
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    shutil.copy2(swap_dir / WEIGHTS, folder / WEIGHTS)
-    saved = json.loads((swap_dir / CONFIG).read_text())
-    saved.pop(COLOR_KEY, None)
-    (folder / CONFIG).write_text(json.dumps(saved))
+    save_model(folder, *load_model(swap_dir))  # the swap model alone: weights, architecture, meta
     cfg = ColorConfig(model_dir=str(folder), faces_a=str(faces[0]), faces_b=str(faces[1]), device="cpu",
                       preview_every=0, save_every=config["iterations"], report_every=10, **config)
     t0 = time.perf_counter()
-    session = ColorSession(cfg, Cluster(device=torch.device("cpu")))
-    result = run_loop(session, Reporter("train-color", total=cfg.iterations), StopFlag())
+    result = train_color(cfg)
     return time.perf_counter() - t0, {"loss_a": result.loss_a, "loss_b": result.loss_b}
 
 
@@ -145,7 +136,7 @@ def render(model, net, small: torch.Tensor, side: str, head: str, low_mask: np.n
 def evaluate(work: Path, folder: Path, held: dict[str, np.ndarray], grid_path: Path | None) -> dict:
     model, _ = load_model(folder)
     net, _ = load_color_net(folder)
-    coverage, low = model_coverage(model), model.resolution
+    coverage, low = model.coverage, model.resolution
     high = low * net.scale
     judge, low_mask = Judge(high, coverage), face_region_mask(low, coverage)
     sets = {"a": work / "talk2", "b": work / "carell"}
@@ -201,7 +192,7 @@ def main() -> int:
     t0 = time.perf_counter()
     swap = train(TrainConfig(faces_a=str(faces[0]), faces_b=str(faces[1]), model_dir=str(swap_dir), preset="lite",
                              device="cpu", batch_size=8, iterations=args.swap_iterations,
-                             resume=(swap_dir / CONFIG).is_file(), save_every=500, preview_every=0, report_every=10))
+                             resume=is_model_dir(swap_dir), save_every=500, preview_every=0, report_every=10))
     swap_seconds = time.perf_counter() - t0
 
     color_config = {"iterations": args.iterations, "scale": args.scale, "width": args.width, "blocks": args.blocks,

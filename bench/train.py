@@ -31,8 +31,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.device import pick_device  # noqa: E402
+from engine.device import autocast_for, pick_device  # noqa: E402
 from engine.models import build_model  # noqa: E402
+from engine.train.config import TrainConfig  # noqa: E402
+from engine.train.loop import adam  # noqa: E402
+from engine.train.trainer import PairForward  # noqa: E402
 
 
 def _libc():
@@ -110,7 +113,9 @@ class Run:
         self.fast, self.device = fast, device
         layout = torch.channels_last if fast else torch.contiguous_format
         self.model = copy.deepcopy(template).to(device, memory_format=layout).train()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=5e-5, betas=(0.5, 0.999))
+        self.pair = PairForward(self.model)  # the trainer's forward: one encoder pass over A and B
+        self.optimizer = adam(self.model.parameters(), TrainConfig.lr)
+        self.autocast = autocast_for(device, fast)
         r = template.resolution
         g = torch.Generator().manual_seed(0)
         self.inputs = [torch.rand(batch_size, 3, r, r, generator=g).to(device, memory_format=layout)
@@ -118,9 +123,8 @@ class Run:
         self.targets = [torch.rand(batch_size, 3, r, r, generator=g).to(device) for _ in range(2)]
 
     def step(self) -> None:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.fast):
-            latents = self.model.encode(torch.cat(self.inputs)).chunk(2)
-            outputs = [self.model.decode(z, side)[0] for z, side in zip(latents, ("a", "b"), strict=True)]
+        with self.autocast:
+            outputs = [rgb for rgb, _ in self.pair(*self.inputs)]
         loss = sum(F.l1_loss(out.float(), target) for out, target in zip(outputs, self.targets, strict=True))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -69,13 +69,31 @@ def test_save_load_round_trip_is_exact(trained_pair, tmp_path):
     loaded, loaded_state, optimizer_state = load(tmp_path, torch.device("cpu"))
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
-    assert loaded_state.to_meta() == state.to_meta()
+    assert loaded_state.to_meta() == state.to_meta() and loaded_state.history.rows == state.history.rows
     saved_moments = optimizer.state_dict()["state"]
     assert optimizer_state["state"].keys() == saved_moments.keys()
     for key, moments in saved_moments.items():
         for name, value in moments.items():
             assert torch.equal(optimizer_state["state"][key][name], value), (key, name)
     assert (tmp_path / "loss.csv").read_text() == "iteration,loss_a,loss_b\n1,0.5,0.25\n2,0.4,0.2\n"
+
+
+def test_the_history_is_stored_once_and_older_folders_still_read(trained_pair, tmp_path):
+    model, optimizer = trained_pair
+    rows = [[5, 0.5, 0.25], [10, 0.4, 0.2]]
+    save(tmp_path, model, optimizer, TrainingState(iteration=10, history=LossHistory(rows=[list(r) for r in rows])))
+    assert "loss_history" not in json.loads((tmp_path / "config.json").read_text())["meta"]  # loss.csv holds it
+
+    # a crash between loss.csv and the weights leaves the CSV ahead of them: rows past the weights are dropped
+    (tmp_path / "loss.csv").write_text((tmp_path / "loss.csv").read_text() + "15,0.3,0.1\n")
+    assert load(tmp_path, torch.device("cpu"))[1].history.rows == rows
+
+    # folders written before loss.csv was the one copy keep the history in config.json's meta
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["meta"]["loss_history"] = rows
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "loss.csv").unlink()
+    assert load(tmp_path, torch.device("cpu"))[1].history.rows == rows
 
 
 def test_an_optimizer_file_out_of_step_with_the_weights_is_dropped(trained_pair, tmp_path):
@@ -133,8 +151,8 @@ def test_copy_matching_weights_transfers_encoder_and_decoders(trained_pair):
 def test_resume_continues_iterations_history_and_optimizer(faceset_a, faceset_b, tmp_path):
     folder = tmp_path / "m"
     first = train(tiny(faceset_a, faceset_b, folder, iterations=10, snapshot_every=5))
-    _, first_meta = load_model(folder)
-    assert first.iteration == 10 and [r[0] for r in first_meta["loss_history"]] == [5, 10]
+    first_rows = load(folder, torch.device("cpu"))[1].history.rows
+    assert first.iteration == 10 and [r[0] for r in first_rows] == [5, 10]
     assert sorted(p.name for p in (folder / "snapshots").iterdir()) == ["00000005", "00000010"]
 
     events = []
@@ -142,7 +160,7 @@ def test_resume_continues_iterations_history_and_optimizer(faceset_a, faceset_b,
     assert second.iteration == 15 and events[0].step == 11
     _, meta, optimizer_state = load(folder, torch.device("cpu"))
     assert meta.iteration == 15
-    assert meta.history.rows[:2] == first_meta["loss_history"] and [r[0] for r in meta.history.rows] == [5, 10, 15]
+    assert meta.history.rows[:2] == first_rows and [r[0] for r in meta.history.rows] == [5, 10, 15]
     adam_steps = {int(s["step"]) for s in optimizer_state["state"].values()}
     assert adam_steps == {15}  # the moments carried over: Adam has counted every iteration
 

@@ -20,10 +20,8 @@ from engine.models import (
 )
 from engine.models.colornet import face_stats, pair_stats, reinhard_to
 from engine.progress import StopFlag
-from engine.train import TrainConfig, train
-from engine.train.color import ColorConfig, ColorSession
-from engine.train.distributed import Cluster
-from engine.train.trainer import run_loop
+from engine.train import ColorConfig, TrainConfig, train, train_color
+from engine.train.checkpoint import load as load_checkpoint
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -151,10 +149,7 @@ def test_a_short_colour_training_lowers_its_loss_on_real_faces(swap_model, tmp_p
     # a narrow net at a high rate, to learn something within a minute on a loaded 2-core CPU
     config = ColorConfig(model_dir=str(folder), iterations=60, batch_size=4, width=16, lr=1e-3, device="cpu",
                          save_every=60, preview_every=30)
-    session = ColorSession(config, Cluster(device=torch.device("cpu")))
-    from engine.progress import Reporter
-
-    result = run_loop(session, Reporter("train-color", total=60, listeners=[events.append]), StopFlag())
+    result = train_color(config, [events.append], StopFlag())
     assert result.status == "done"
     losses = np.array([e.metrics["loss_color_a"] + e.metrics["loss_color_b"] for e in events if not e.done])
     # the untrained net is its prior upscaled (its heads start at zero): lower means it learned
@@ -173,10 +168,10 @@ def test_train_color_cli_resumes_and_refuses_to_overwrite(swap_model, tmp_path, 
             "--preview-every", "0"]
     assert cli_main(args + ["--iterations", "4"]) == 2  # the folder has a colour net already
     assert "--resume" in capsys.readouterr().err
-    _, before = load_color_net(folder)
+    before = load_checkpoint(folder, torch.device("cpu"), color=True)[1].history.rows
     assert cli_main(args + ["--iterations", "16", "--resume"]) == 0
-    net, meta = load_color_net(folder)
-    assert meta["iteration"] == 16 and meta["loss_history"][: len(before["loss_history"])] == before["loss_history"]
+    _, state, _ = load_checkpoint(folder, torch.device("cpu"), color=True)
+    assert state.iteration == 16 and state.history.rows[: len(before)] == before and state.history.rows[-1][0] == 16
     assert torch.load(folder / "color_optimizer.pt", weights_only=True)["iteration"] == 16
     assert "done at iteration 16" in capsys.readouterr().out
     assert cli_main(["train-color", "--model", str(tmp_path / "nothing"), "--device", "cpu"]) == 2

@@ -10,8 +10,10 @@ import torch
 
 from engine.cli import main as cli_main
 from engine.errors import UserError
+from engine.faces.crops import center_crop_batch
 from engine.faces.faceset import FaceSet
-from engine.models import load_model
+from engine.models import MODEL_COVERAGE, load_model
+from engine.models.folder import loss_history
 from engine.progress import StopFlag
 from engine.train import TrainConfig, train
 from engine.train.checkpoint import weights_finite
@@ -55,8 +57,6 @@ def test_preview_columns_show_inputs_and_both_decoders(faceset_a, faceset_b, tmp
           listeners=[events.append])
     grid = next(e.preview for e in events if e.preview is not None)
     tiles = grid.reshape(2, 64, 6, 64, 3).transpose(0, 2, 1, 3, 4)  # rows, columns, R, R, 3
-    from engine.train.augment import MODEL_COVERAGE, center_crop_batch
-
     faces = torch.from_numpy(FaceSet(faceset_a).load_images()[[0]]).permute(0, 3, 1, 2)
     crop = center_crop_batch(faces, resolution=64, src_coverage=FaceSet(faceset_a).coverage,
                              model_coverage=MODEL_COVERAGE)
@@ -103,7 +103,8 @@ def test_nan_guard_rewinds_to_the_last_good_checkpoint_and_never_saves_nan(faces
     assert weights_finite(result.model)
     model, meta = load_model(tmp_path / "m")
     assert weights_finite(model) and meta["iteration"] == 12
-    assert all(np.isfinite(row[1:]).all() for row in meta["loss_history"])
+    rows = loss_history(tmp_path / "m")
+    assert rows[-1][0] == 12 and all(np.isfinite(row[1:]).all() for row in rows)
 
 
 def test_a_diverging_run_stops_and_keeps_its_last_good_model(faceset_a, faceset_b, tmp_path):

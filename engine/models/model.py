@@ -1,8 +1,10 @@
 """One shared encoder, one decoder per identity: the model every preset builds.
 
-Swapping is `model(face_of_a, "b")`: encode with the shared encoder, decode with B's decoder. The
-trainer optimises all parameters; it only needs `encoder`, `shared_decoder` and `decoders` to know
-which parts are shared (e.g. to freeze them or give them their own learning rate).
+Swapping is `model(face_of_a, "b")`: encode with the shared encoder, decode with B's decoder; the
+trainer encodes A and B in one pass and decodes each with its own side. Besides its weights a model
+carries what every user of it needs: `resolution`, `learn_mask`, `identities`, `coverage` (the crop
+its faces are cut at, so training, swapping and evaluation crop alike) and `config`, from which
+`build_model(**model.config)` rebuilds the same architecture (a model folder keeps it in config.json).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class FaceSwapModel(nn.Module):
         self.resolution = resolution
         self.learn_mask = learn_mask
         self.identities = identities
-        self.coverage = coverage
+        self.coverage = coverage  # of the crops it sees, as align's coverage (a folder without one: MODEL_COVERAGE)
         self.encoder = parts.encoder
         self.shared_decoder = parts.shared_decoder
         self.decoders = nn.ModuleDict({side: parts.make_decoder() for side in identities})

@@ -1,4 +1,5 @@
-"""A model folder: `model.safetensors` (weights) + `config.json` (architecture and training facts).
+"""Saving and loading a model folder's weights: `model.safetensors` + `config.json` (architecture and
+meta); the folder's layout and file names are `engine.models.folder`'s.
 
 A folder may also hold the model's colour network (`engine.models.colornet`): `color.safetensors`
 plus a `color_net` entry in the same config.json. It lives in the model's own folder because it is
@@ -25,13 +26,11 @@ from engine.atomic import write_json, write_with
 from engine.errors import UserError
 
 from .colornet import ColorNet, build_color_net
+from .folder import COLOR_KEY, COLOR_WEIGHTS, CONFIG, KIND, WEIGHTS, is_model_dir, read_config
 from .model import FaceSwapModel, build_model
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
-KIND = "faceswap-studio model"  # marks our config.json among other tools' files
-COLOR_WEIGHTS = "color.safetensors"
-COLOR_KEY = "color_net"  # config.json entry: {"net": architecture, "meta": colour training state}
+__all__ = ["save_model", "load_model", "save_color_net", "load_color_net", "has_color_net", "is_model_dir",
+           "WEIGHTS", "CONFIG", "KIND", "COLOR_WEIGHTS", "COLOR_KEY"]  # names re-exported from .folder
 
 
 def save_model(folder: str | os.PathLike, model: nn.Module, meta: dict) -> None:
@@ -52,7 +51,7 @@ def save_model(folder: str | os.PathLike, model: nn.Module, meta: dict) -> None:
 def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[FaceSwapModel, dict]:
     """Rebuild the architecture from config.json, load the weights strictly; -> (model in eval mode, meta)."""
     folder = Path(folder)
-    config = _read_config(folder)
+    config = read_config(folder)
     try:
         model = build_model(**config["model"])
     except (UserError, TypeError) as err:
@@ -76,7 +75,7 @@ def save_color_net(folder: str | os.PathLike, net: nn.Module, meta: dict) -> Non
     `load_color_net`. Weights first, then config.json, each atomically."""
     net = _unwrap(net)
     folder = Path(folder)
-    config = _read_config(folder)
+    config = read_config(folder)
     write_with(folder / COLOR_WEIGHTS, lambda tmp: save_file(_cpu_tensors(net), tmp))
     config[COLOR_KEY] = {"net": net.config, "meta": meta}
     write_json(folder / CONFIG, config)
@@ -106,30 +105,6 @@ def load_color_net(folder: str | os.PathLike, device: str | torch.device = "cpu"
                         f"({str(err).splitlines()[0]}): retrain it with "
                         f"`python -m engine train-color --model {folder}`") from err
     return net.to(device).eval(), entry.get("meta", {})
-
-
-def is_model_dir(path: str | os.PathLike) -> bool:
-    """True for a folder written by `save_model` (cheap: reads config.json only)."""
-    path = Path(path)
-    try:
-        return (path / WEIGHTS).is_file() and json.loads((path / CONFIG).read_text()).get("kind") == KIND
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _read_config(folder: Path) -> dict:
-    config_path = folder / CONFIG
-    if not config_path.is_file():
-        raise UserError(f"{folder} is not a model folder (no {CONFIG}): "
-                        "pass the folder that training wrote, which holds config.json and model.safetensors")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"{config_path} is not readable JSON ({err}): restore it or retrain the model") from err
-    if not isinstance(config, dict) or config.get("kind") != KIND or not isinstance(config.get("model"), dict):
-        raise UserError(f"{config_path} is not a face-swap model config: "
-                        "pass the folder that training wrote, not another tool's model")
-    return config
 
 
 def _color_entry(folder: Path) -> dict | None:

@@ -1,133 +1,81 @@
-"""The model folder while training: the latest checkpoint, numbered snapshots, the best backup.
+"""A resumable checkpoint in the model folder, for the swap model or (`color=True`) its colour net.
 
-    model.safetensors, config.json   weights and architecture (engine.models.save_model); config.json's
-                                     meta holds the training state (iteration, loss history, settings)
-    optimizer.pt                     Adam's moments, so a resume continues the same optimisation
-    loss.csv                         the loss history, for spreadsheets and plots
-    snapshots/00005000/              numbered copies of the weights to roll back to
-    backup/                          the checkpoint with the lowest smoothed loss so far
+    weights + config.json    engine.models.save_model / save_color_net; config.json's meta holds the
+                             training state (iteration, settings, best loss: engine.models.folder)
+    optimizer.pt             Adam's moments, so a resume continues the same optimisation
+    loss.csv                 the loss history: the state's one stored copy of it
+    snapshots/00005000/      numbered copies of the weights to roll back to
+    backup/                  the checkpoint with the lowest smoothed loss so far
 
+The colour net's are color_optimizer.pt and color_loss.csv (engine.models.folder names them all).
 Every file is written atomically (temporary name + rename), so a crash or SIGKILL at any moment
-leaves the previous complete file in place. A model with NaN or Inf weights is never written.
+leaves the previous complete file in place. A network with NaN or Inf weights is never written.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from engine.atomic import write_text, write_with
-from engine.errors import UserError
-from engine.models import is_model_dir, load_model, save_model
+from engine.atomic import write_with
+from engine.models import load_color_net, load_model, save_color_net, save_model
+from engine.models.folder import (
+    BACKUP,
+    COLOR_OPTIMIZER,
+    OPTIMIZER,
+    SNAPSHOTS,
+    LossHistory,
+    TrainingState,
+    check_model_dir,
+    training_state,
+    write_history,
+)
+
+__all__ = ["BrokenModelError", "save", "load", "restore", "load_optimizer_state", "save_snapshot",
+           "save_backup_if_better", "copy_matching_weights", "weights_finite",
+           "OPTIMIZER", "LossHistory", "TrainingState"]  # the last three re-exported from engine.models.folder
 
 log = logging.getLogger(__name__)
-
-OPTIMIZER = "optimizer.pt"
-LOSS_CSV = "loss.csv"
-SNAPSHOTS = "snapshots"
-BACKUP = "backup"
 
 
 class BrokenModelError(RuntimeError):
     """Raised instead of saving weights that hold NaN or Inf."""
 
 
-@dataclass
-class LossHistory:
-    """Loss curve as rows [iteration, loss_a, loss_b], each the mean over `every` iterations.
-
-    Averaging into buckets keeps config.json small on runs of a million iterations.
-    """
-
-    rows: list[list[float]] = field(default_factory=list)
-    every: int = 10
-    _sum_a: float = 0.0
-    _sum_b: float = 0.0
-    _count: int = 0
-
-    def add(self, iteration: int, loss_a: float, loss_b: float, count: int = 1) -> None:
-        """Add the mean losses of the `count` iterations that end at `iteration`."""
-        self._sum_a += loss_a * count
-        self._sum_b += loss_b * count
-        self._count += count
-        if self._count >= self.every:
-            self.close(iteration)
-
-    def close(self, iteration: int) -> None:
-        """Turn the partly filled bucket into a row (before a save, so nothing is lost)."""
-        if self._count:
-            self.rows.append([iteration, self._sum_a / self._count, self._sum_b / self._count])
-            self._sum_a = self._sum_b = 0.0
-            self._count = 0
-
-    def smoothed(self, span: int = 100) -> float | None:
-        """Mean of loss_a + loss_b over the last `span` iterations of rows: the backup criterion."""
-        if not self.rows:
-            return None
-        last = self.rows[-1][0]
-        recent = [a + b for it, a, b in self.rows if it > last - span]
-        return sum(recent) / len(recent)
-
-    def csv(self) -> str:
-        lines = ["iteration,loss_a,loss_b"] + [f"{int(it)},{a:.6g},{b:.6g}" for it, a, b in self.rows]
-        return "\n".join(lines) + "\n"
-
-
-@dataclass
-class TrainingState:
-    """What a resume needs besides weights and optimizer; kept as the meta of config.json."""
-
-    iteration: int = 0
-    history: LossHistory = field(default_factory=LossHistory)
-    best_loss: float | None = None  # smoothed loss of the checkpoint in backup/
-    settings: dict = field(default_factory=dict)  # the run's settings (face sets, lr, loss, ...)
-
-    def to_meta(self) -> dict:
-        return {"iteration": self.iteration, "loss_history": self.history.rows,
-                "history_every": self.history.every, "best_loss": self.best_loss, "train": self.settings}
-
-    @classmethod
-    def from_meta(cls, meta: dict) -> TrainingState:
-        history = LossHistory(rows=[list(r) for r in meta.get("loss_history", [])],
-                              every=int(meta.get("history_every", 10)))
-        return cls(iteration=int(meta.get("iteration", 0)), history=history,
-                   best_loss=meta.get("best_loss"), settings=dict(meta.get("train", {})))
-
-
 def weights_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
 
 
-def save(folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
-         state: TrainingState) -> None:
-    """Write a resumable checkpoint: optimizer.pt, then weights + config.json, then loss.csv.
+def save(folder: str | os.PathLike, net: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState,
+         color: bool = False) -> None:
+    """Write a resumable checkpoint: the optimizer, the loss history, then weights + config.json.
 
-    The optimizer file carries its iteration; if a crash lands between the files, a resume sees
-    the mismatch and starts the optimizer afresh instead of pairing it with other weights.
+    The optimizer file carries its iteration, and the history's rows theirs; if a crash lands between
+    the files, a resume sees the weights' iteration and drops what runs ahead of it (a fresh
+    optimizer instead of moments from other weights, no rows of iterations it never reached).
     """
-    if not weights_finite(model):
-        raise BrokenModelError(f"refusing to save {folder}: the weights hold NaN or Inf")
+    if not weights_finite(net):
+        what = f"the colour net in {folder}" if color else f"{folder}"
+        raise BrokenModelError(f"refusing to save {what}: the weights hold NaN or Inf")
     folder = Path(folder)
     optimizer_state = {"iteration": state.iteration, "optimizer": optimizer.state_dict()}
-    write_with(folder / OPTIMIZER, lambda tmp: torch.save(optimizer_state, tmp))
-    save_model(folder, model, state.to_meta())
-    write_text(folder / LOSS_CSV, state.history.csv())
+    write_with(folder / _optimizer_file(color), lambda tmp: torch.save(optimizer_state, tmp))
+    write_history(folder, state.history, color)
+    (save_color_net if color else save_model)(folder, net, state.to_meta())
 
 
-def load(folder: str | os.PathLike, device: torch.device) -> tuple[nn.Module, TrainingState, dict | None]:
-    """-> (model, training state, optimizer state dict or None when missing or out of step)."""
+def load(folder: str | os.PathLike, device: torch.device,
+         color: bool = False) -> tuple[nn.Module, TrainingState, dict | None]:
+    """-> (network, training state, optimizer state dict or None when missing or out of step)."""
     folder = Path(folder)
-    if not is_model_dir(folder):
-        raise UserError(f"{folder} is not a model folder (no config.json + model.safetensors written by "
-                        "training): drop --resume to start a new model there, or pass the folder of one")
-    model, meta = load_model(folder, device)
-    state = TrainingState.from_meta(meta)
-    return model, state, load_optimizer_state(folder / OPTIMIZER, state.iteration, device)
+    check_model_dir(folder)
+    net, meta = (load_color_net if color else load_model)(folder, device)
+    state = training_state(folder, meta, color)
+    return net, state, load_optimizer_state(folder / _optimizer_file(color), state.iteration, device)
 
 
 def load_optimizer_state(path: Path, iteration: int, device: torch.device) -> dict | None:
@@ -146,12 +94,12 @@ def load_optimizer_state(path: Path, iteration: int, device: torch.device) -> di
     return None
 
 
-def restore(folder: str | os.PathLike, model: nn.Module,
-            optimizer: torch.optim.Optimizer) -> TrainingState:
-    """Load the folder's checkpoint into the live model and optimizer (the NaN guard's rewind)."""
-    device = next(model.parameters()).device
-    saved_model, state, optimizer_state = load(folder, device)
-    model.load_state_dict(saved_model.state_dict())
+def restore(folder: str | os.PathLike, net: nn.Module, optimizer: torch.optim.Optimizer,
+            color: bool = False) -> TrainingState:
+    """Load the folder's checkpoint into the live network and optimizer (the NaN guard's rewind)."""
+    device = next(net.parameters()).device
+    saved, state, optimizer_state = load(folder, device, color)
+    net.load_state_dict(saved.state_dict())
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     else:
@@ -160,10 +108,12 @@ def restore(folder: str | os.PathLike, model: nn.Module,
 
 
 def save_snapshot(folder: str | os.PathLike, model: nn.Module, state: TrainingState) -> Path:
-    """Weights and config only (no optimizer): a point to roll back to or swap with, at a third the size."""
+    """Weights, config and loss history (no optimizer): a point to roll back to or swap with, at a third
+    the size."""
     target = Path(folder) / SNAPSHOTS / f"{state.iteration:08d}"
     if not weights_finite(model):
         raise BrokenModelError(f"refusing to save {target}: the weights hold NaN or Inf")
+    write_history(target, state.history)
     save_model(target, model, state.to_meta())
     return target
 
@@ -186,3 +136,7 @@ def copy_matching_weights(target: nn.Module, source: nn.Module) -> int:
                if name in source_tensors and source_tensors[name].shape == t.shape}
     target.load_state_dict(updates, strict=False)
     return len(updates)
+
+
+def _optimizer_file(color: bool) -> str:
+    return COLOR_OPTIMIZER if color else OPTIMIZER

@@ -12,9 +12,11 @@ must still produce the destination's. So a share of the inputs (`recolor`) is fi
 head cannot rely on the input's colours and learns to take them from its identity and, when
 conditioned, from the destination face's statistics.
 
-`ColorSession` has the same face as `trainer.Session`, so the trainer's one loop (`trainer.run_loop`)
-drives it: `python -m engine train --color-net` runs it after the swap model, and `python -m engine
-train-color` runs it alone on a trained model folder. Its checkpoint lives in the model folder:
+`train_color(config, listeners, stop)` is the one entry point: `python -m engine train --color-net`
+runs it after the swap model (in the same processes, on the face sets already loaded), `python -m
+engine train-color` alone on a trained model folder, bench/color.py on its held-out split. Its
+`ColorSession` is a `loop.LoopSession`, driven by the same `loop.run_loop` as the swap model's
+phase. Its checkpoint lives in the model folder (engine.models.folder names the files):
 
     color.safetensors, config.json["color_net"]   weights, architecture and colour training state
     color_optimizer.pt                            Adam's moments, for the resume
@@ -25,65 +27,46 @@ train-color` runs it alone on a trained model folder. Its checkpoint lives in th
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from engine.atomic import write_image, write_text, write_with
 from engine.errors import UserError
+from engine.faces.crops import center_crop_batch
 from engine.faces.mask import face_region_mask
-from engine.models import (
-    build_color_net,
-    has_color_net,
-    is_model_dir,
-    load_color_net,
-    load_model,
-    save_color_net,
-)
+from engine.models import build_color_net, has_color_net, is_model_dir, load_model
 from engine.models.colornet import face_stats, pair_stats, reinhard_to
-from engine.progress import StopFlag
+from engine.models.folder import COLOR_WEIGHTS, CONFIG, WEIGHTS, TrainingState, recorded_face_sets
+from engine.progress import Listener, StopFlag
 
-from . import data, distributed
-from .augment import center_crop_batch, warp_batch
-from .checkpoint import BrokenModelError, TrainingState, load_optimizer_state, weights_finite
+from . import checkpoint, data, distributed
+from .augment import warp_batch
+from .config import ColorConfig, recorded
+from .loop import SIDES, LoopSession, TrainResult, drive, joined, require_sides
 from .losses import WeightedLoss, make_loss
-from .preview import PREVIEWS
+from .preview import write_preview
+
+__all__ = ["ColorConfig", "ColorSession", "train_color"]
 
 log = logging.getLogger(__name__)
 
-SIDES = ("a", "b")
-COLOR_OPTIMIZER = "color_optimizer.pt"
-COLOR_LOSS_CSV = "color_loss.csv"
 OUTSIDE_WEIGHT = 0.1  # loss weight outside the face region (1 inside): keeps the rim sane, little more
 
 
-@dataclass
-class ColorConfig:
-    model_dir: str
-    faces_a: str | None = None  # None: the face sets the swap model was trained on (its config.json)
-    faces_b: str | None = None
-    iterations: int = 1000  # the total to reach (a resume continues); bench/color.py: 1000 beat 600 everywhere
-    scale: int = 2  # output side / swap-model side: 2 or 4
-    width: int = 32  # trunk channels at full resolution
-    blocks: int = 2  # residual blocks at the quarter-resolution bottleneck
-    condition: bool = True  # FiLM on the input's and the destination's LAB statistics
-    prior: str = "reinhard"  # the residual's base: "reinhard" (toward the destination) or "bicubic"
-    batch_size: int = 8  # faces per side and process
-    lr: float = 1e-3  # bench/color.py: at 2e-4 the net stayed below the classical path, at 1e-3 it beat it
-    loss: str = "ssim_mse"  # bench/color.py: higher held-out PSNR and SSIM than "mae"
-    recolor: float = 0.5  # share of inputs recoloured like a random face of either set
-    resume: bool = False  # continue the folder's colour net (a fresh one starts if it has none)
-    device: str = "auto"
-    save_every: int = 500
-    preview_every: int = 100  # 0: no previews
-    preview_rows: int = 3
-    report_every: int | None = None  # None: 1 on CPU, 10 on CUDA
-    bf16: bool = True
-    seed: int = 0
-    max_rewinds: int = 3
+def train_color(config: ColorConfig, listeners: list[Listener] | tuple = (), stop: StopFlag | None = None, *,
+                cluster: distributed.Cluster | None = None, swap_model: nn.Module | None = None,
+                pools: dict[str, data.FacePool] | None = None) -> TrainResult:
+    """Train the colour net of `config.model_dir` until `config.iterations`, a stop request or divergence.
+
+    The swap model's phase hands in its `cluster`, `swap_model` and face-set `pools` so that nothing
+    is set up or loaded twice; alone, the run joins its processes and opens both from the folder.
+    """
+    stop = stop if stop is not None else StopFlag()
+    with joined(config.device, cluster) as cluster:
+        session = ColorSession(config, cluster, swap_model=swap_model, pools=pools)
+        return drive(session, "train-color", listeners, stop)
 
 
 class ColorPair(nn.Module):
@@ -103,61 +86,41 @@ class ColorPair(nn.Module):
         return self.net.render(x_a, f_a, "a"), self.net.render(x_b, f_b, "b")
 
 
-class ColorSession:
-    """One colour-training run; the methods `trainer.run_loop` calls are those of `trainer.Session`."""
+class ColorSession(LoopSession):
+    """One colour-training run: the frozen swap model, the colour net, and its step and preview."""
 
     METRICS = ("loss_color_a", "loss_color_b")
-    snapshot_every = 0  # a colour net is a few MB and retrains in minutes: no numbered snapshots
+    COLOR = True  # its checkpoint is the folder's colour net
+    SEED_SALT = (1,)  # not the batches the swap model's phase of the same run drew
+    # snapshot_every stays 0: a colour net is a few MB and retrains in minutes, no numbered snapshots
 
     def __init__(self, config: ColorConfig, cluster: distributed.Cluster, *, swap_model: nn.Module | None = None,
                  pools: dict[str, data.FacePool] | None = None) -> None:
-        from .trainer import autocast_for, model_coverage
-
-        self.config, self.cluster, self.device = config, cluster, cluster.device
-        self.folder = Path(config.model_dir)
+        super().__init__(config, cluster)
         if swap_model is None:
             swap_model = _open_swap_model(self.folder, self.device)
-        missing = set(SIDES) - set(swap_model.identities)
-        if missing:
-            raise UserError(f"{self.folder} has decoders {list(swap_model.identities)}, the colour net needs "
-                            "'a' and 'b': use a model trained by `python -m engine train`")
+        require_sides(swap_model, self.folder,
+                      "the colour net needs 'a' and 'b': use a model trained by `python -m engine train`")
         self.swap_model = swap_model
         self.low = int(swap_model.resolution)
-        self.coverage = model_coverage(swap_model)
+        self.coverage = swap_model.coverage
         if pools is None:
-            paths = _face_set_paths(config, self.folder)
-            pools = {side: data.load_pool(path, self.device, cluster.rank, cluster.world_size)
-                     for side, path in zip(SIDES, paths, strict=True)}
-        self.pools = pools
+            self.load_pools(_face_set_paths(config, self.folder))
+        else:
+            self.pools = pools
         torch.manual_seed(config.seed)
-        net, self.state, optimizer_state = open_color_net(config, self.folder, self.device)
-        self.model = net.to(self.device).train()  # `model`: what the loop's result hands back
+        net, state, optimizer_state = open_color_net(config, self.folder, self.device)
+        # `model`: the network this loop trains, which its result hands back
+        self.start(net.to(self.device).train(), state, optimizer_state, recorded(config))
         self.high = self.low * net.scale
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.5, 0.999))
-        if optimizer_state is not None:
-            self.optimizer.load_state_dict(optimizer_state)
-            for group in self.optimizer.param_groups:
-                group["lr"] = config.lr
-        self.state.settings = _settings_of(config)
         # the face region weighs most: the swap pastes only it (and a feathered rim), and backgrounds,
         # which no face-set statistics predict, would otherwise take the network's capacity
         weight = torch.from_numpy(face_region_mask(self.high, self.coverage)).clamp_min(OUTSIDE_WEIGHT)
         self.loss_fn = WeightedLoss(make_loss(config.loss, self.high, self.coverage).pixel_error, weight)
         self.pair = cluster.wrap(ColorPair(self.model))
-        self.autocast = autocast_for(self.device, config.bf16)
         self.stats_mask = torch.from_numpy(face_region_mask(self.low, self.coverage)).to(self.device)
         self.donor_stats = torch.cat([self._all_stats(pool) for pool in self.pools.values()])
         self.preview_faces = {side: data.preview_faces(pool, config.preview_rows) for side, pool in self.pools.items()}
-        self.rewinds = 0
-        self.reseed(self.state.iteration)
-
-    def reseed(self, iteration: int) -> None:
-        """Fresh random streams per rank and start point (a resume does not replay old batches)."""
-        seed = int(np.random.SeedSequence([self.config.seed, self.cluster.rank, iteration, 1]).generate_state(1)[0])
-        sample_gen = torch.Generator().manual_seed(seed)
-        self.samplers = {side: data.BatchSampler(pool, self.config.batch_size, sample_gen)
-                         for side, pool in self.pools.items()}
-        self.augment_gen = torch.Generator(device=self.device).manual_seed(seed)
 
     def crops(self, faces_u8: torch.Tensor, pool: data.FacePool, generator: torch.Generator | None
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,40 +177,7 @@ class ColorSession:
             stats[side] = self.stats(inputs[side], small)
         with self.autocast:
             outputs = self.pair(inputs["a"], inputs["b"], stats["a"], stats["b"])
-        losses = [self.loss_fn(out.float(), targets[side]) for out, side in zip(outputs, SIDES, strict=True)]
-        self.optimizer.zero_grad(set_to_none=True)
-        (losses[0] + losses[1]).backward()
-        self.optimizer.step()
-        return torch.stack(losses).detach()
-
-    def gather(self, pending: list[torch.Tensor], stop: StopFlag) -> tuple[float, float, bool]:
-        from .trainer import gather_losses
-
-        return gather_losses(self.cluster, pending, stop)
-
-    def rewind(self) -> bool:
-        """After a NaN/Inf loss, reload the last colour checkpoint; False: give up."""
-        self.rewinds += 1
-        if self.rewinds > self.config.max_rewinds:
-            return False
-        self.cluster.barrier()
-        settings = self.state.settings
-        saved, self.state, optimizer_state = load_checkpoint(self.folder, self.device)
-        self.model.load_state_dict(saved.state_dict())
-        if optimizer_state is not None:
-            self.optimizer.load_state_dict(optimizer_state)
-        else:
-            self.optimizer.state.clear()
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr
-        self.state.settings = settings
-        self.reseed(self.state.iteration + 7919 * self.rewinds)
-        return True
-
-    def save(self) -> None:
-        if self.cluster.is_main:
-            self.state.history.close(self.state.iteration)
-            save_checkpoint(self.folder, self.model, self.optimizer, self.state)
+        return self.descend([self.loss_fn(out.float(), targets[side]) for out, side in zip(outputs, SIDES, strict=True)])
 
     @torch.no_grad()
     def preview(self) -> np.ndarray | None:
@@ -269,9 +199,7 @@ class ColorSession:
         tiles = torch.cat(rows).clamp(0, 1)  # (N, 3 columns, 3, S, S)
         n, cols, ch, s, _ = tiles.shape
         grid = (tiles.permute(0, 3, 1, 4, 2).reshape(n * s, cols * s, ch) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-        folder = self.folder / PREVIEWS
-        write_image(folder / f"color-{self.state.iteration:08d}.png", grid)
-        write_image(folder / "color-latest.png", grid)
+        write_preview(self.folder, self.state.iteration, grid, color=True)
         return grid
 
     def _all_stats(self, pool: data.FacePool, chunk: int = 64) -> torch.Tensor:
@@ -292,8 +220,8 @@ def open_color_net(config: ColorConfig, folder: Path, device: torch.device):
     if has_color_net(folder):
         if not config.resume:
             raise UserError(f"{folder} already has a colour network: add --resume to continue training it, "
-                            f"or delete {folder / 'color.safetensors'} to start a new one")
-        net, state, optimizer_state = load_checkpoint(folder, device)
+                            f"or delete {folder / COLOR_WEIGHTS} to start a new one")
+        net, state, optimizer_state = checkpoint.load(folder, device, color=True)
         if net.scale != config.scale:
             log.warning("--scale %s ignored: resuming the colour net in %s, which is %sx", config.scale, folder,
                         net.scale)
@@ -303,26 +231,9 @@ def open_color_net(config: ColorConfig, folder: Path, device: torch.device):
     return net, TrainingState(), None
 
 
-def save_checkpoint(folder: Path, net: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState) -> None:
-    """Optimizer, then weights + config entry, then the loss CSV; never weights with NaN or Inf."""
-    if not weights_finite(net):
-        raise BrokenModelError(f"refusing to save the colour net in {folder}: its weights hold NaN or Inf")
-    optimizer_state = {"iteration": state.iteration, "optimizer": optimizer.state_dict()}
-    write_with(folder / COLOR_OPTIMIZER, lambda tmp: torch.save(optimizer_state, tmp))
-    save_color_net(folder, net, state.to_meta())
-    write_text(folder / COLOR_LOSS_CSV, state.history.csv())
-
-
-def load_checkpoint(folder: Path, device: torch.device) -> tuple[nn.Module, TrainingState, dict | None]:
-    """-> (colour net, state, optimizer state or None when missing or from another iteration)."""
-    net, meta = load_color_net(folder, device)
-    state = TrainingState.from_meta(meta)
-    return net, state, load_optimizer_state(folder / COLOR_OPTIMIZER, state.iteration, device)
-
-
 def _open_swap_model(folder: Path, device: torch.device) -> nn.Module:
     if not is_model_dir(folder):
-        raise UserError(f"{folder} is not a model folder (no config.json + model.safetensors): train a swap model "
+        raise UserError(f"{folder} is not a model folder (no {CONFIG} + {WEIGHTS}): train a swap model "
                         "there first with `python -m engine train`, then its colour net")
     model, _ = load_model(folder, device)
     return model
@@ -330,15 +241,7 @@ def _open_swap_model(folder: Path, device: torch.device) -> nn.Module:
 
 def _face_set_paths(config: ColorConfig, folder: Path) -> tuple[str, str]:
     """--faces-a/--faces-b, else the face sets the swap model's training recorded."""
-    from .command import saved_settings
-
-    saved = saved_settings(folder) if not (config.faces_a and config.faces_b) else {}
-    paths = (config.faces_a or saved.get("faces_a"), config.faces_b or saved.get("faces_b"))
+    paths = recorded_face_sets(folder, config.faces_a, config.faces_b)
     if not all(paths):
         raise UserError(f"{folder} does not record its face sets: pass --faces-a and --faces-b")
     return paths
-
-
-def _settings_of(config: ColorConfig) -> dict:
-    keep = ("faces_a", "faces_b", "batch_size", "lr", "loss", "recolor", "seed")
-    return {k: v for k, v in asdict(config).items() if k in keep}

@@ -7,17 +7,17 @@ at once (every file is written atomically, so the folder still holds the last co
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from engine.errors import UserError
+from engine.train.config import TrainConfig, defaults
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = defaults(TrainConfig)  # every default is the config's: one place for each number
     p.add_argument("--faces-a", help="face set of person A (the one whose video gets the new face); "
                                      "optional with --resume")
     p.add_argument("--faces-b", help="face set of person B (the face put in); optional with --resume")
@@ -26,28 +26,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="architecture (default: lite on a CPU, the GPU default on a GPU)")
     p.add_argument("--resolution", type=int, help="face size in pixels (default: the preset's)")
     p.add_argument("--learn-mask", action="store_true", help="also learn a face mask")
-    p.add_argument("--iterations", type=int, default=100_000, help="total iterations to reach (default 100000)")
-    p.add_argument("--batch-size", type=int, default=8, help="faces per side per step (default 8)")
-    p.add_argument("--lr", type=float, default=5e-5, help="Adam learning rate (default 5e-5)")
-    p.add_argument("--loss", choices=("mae", "ssim_mse"), default="mae", help="reconstruction loss")
-    p.add_argument("--eye-mouth-weight", type=float, default=0.0,
+    p.add_argument("--iterations", type=int, default=d["iterations"],
+                   help="total iterations to reach (default %(default)s)")
+    p.add_argument("--loss", choices=("mae", "ssim_mse"), default=d["loss"], help="reconstruction loss")
+    p.add_argument("--eye-mouth-weight", type=float, default=d["eye_mouth_weight"],
                    help="extra loss weight on eyes and mouth (0: off)")
     p.add_argument("--resume", action="store_true", help="continue the model in --model")
     p.add_argument("--init-from", metavar="MODEL", help="start from another model's encoder and decoders")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--save-every", type=int, default=500, help="autosave every N iterations")
-    p.add_argument("--snapshot-every", type=int, default=0, help="numbered snapshot every N iterations (0: off)")
-    p.add_argument("--preview-every", type=int, default=100, help="preview grid every K iterations (0: off)")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32")
+    add_loop_arguments(p, d)
+    p.add_argument("--snapshot-every", type=int, default=d["snapshot_every"],
+                   help="numbered snapshot every N iterations (0: off)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--color-net", action="store_true",
                    help="then train the colour network (faces at 2x/4x in the destination's colours; "
                         "`train-color` trains it on its own)")
-    p.add_argument("--color-scale", type=int, choices=(2, 4), default=2,
-                   help="the colour network's output size over the model's (default 2)")
-    p.add_argument("--color-iterations", type=int, default=1000,
-                   help="colour-network iterations to reach after the model's (default 1000)")
+    p.add_argument("--color-scale", type=int, choices=(2, 4), default=d["color_scale"],
+                   help="the colour network's output size over the model's (default %(default)s)")
+    p.add_argument("--color-iterations", type=int, default=d["color_iterations"],
+                   help="colour-network iterations to reach after the model's (default %(default)s)")
+
+
+def add_loop_arguments(p: argparse.ArgumentParser, d: dict) -> None:
+    """The options both training commands share, with the defaults `d` of their config."""
+    p.add_argument("--batch-size", type=int, default=d["batch_size"],
+                   help="faces per side per step (default %(default)s)")
+    p.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate (default %(default)s)")
+    p.add_argument("--device", default=d["device"], help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--save-every", type=int, default=d["save_every"], help="autosave every N iterations")
+    p.add_argument("--preview-every", type=int, default=d["preview_every"],
+                   help="preview grid every K iterations (0: off)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32")
+    p.add_argument("--seed", type=int, default=d["seed"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,29 +67,24 @@ def run(args: argparse.Namespace) -> int:
     stop = StopFlag()
     with stop_on_signals(stop):
         result = train(config, [TqdmListener(desc="train")], stop)
-    if int(os.environ.get("RANK", "0")) == 0:
-        losses = "" if result.loss_a is None else f", loss A {result.loss_a:.4f}, B {result.loss_b:.4f}"
-        print(f"{result.status} at iteration {result.iteration}{losses}; model in {result.model_dir}")
+    if is_main_process():
+        print(f"{result.status} at iteration {result.iteration}{losses_text(result)}; model in {result.model_dir}")
         if result.color is not None:
             color = result.color
-            losses = "" if color.loss_a is None else f", colour loss A {color.loss_a:.4f}, B {color.loss_b:.4f}"
-            print(f"colour net {color.status} at iteration {color.iteration}{losses}")
+            print(f"colour net {color.status} at iteration {color.iteration}{losses_text(color, 'colour ')}")
     diverged = result.status == "diverged" or (result.color is not None and result.color.status == "diverged")
     return 1 if diverged else 0
 
 
-def config_from_args(args: argparse.Namespace):
-    from engine.train.trainer import TrainConfig
-
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     faces_a, faces_b = args.faces_a, args.faces_b
-    if args.resume and not (faces_a and faces_b):
-        saved = saved_settings(Path(args.model))
-        faces_a, faces_b = faces_a or saved.get("faces_a"), faces_b or saved.get("faces_b")
+    if args.resume:
+        from engine.models.folder import recorded_face_sets
+
+        faces_a, faces_b = recorded_face_sets(args.model, faces_a, faces_b)
     if not (faces_a and faces_b):
         raise UserError("pass both --faces-a and --faces-b (face set folders from `python -m engine extract`)")
-    for name in ("iterations", "batch_size", "save_every", "color_iterations"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    check_counts(args, ("iterations", "batch_size", "save_every", "color_iterations"))
     if args.resume and args.init_from:
         raise UserError("--resume continues a model and --init-from starts a new one: pass only one")
     check_device(args.device)
@@ -93,6 +97,13 @@ def config_from_args(args: argparse.Namespace):
         color_net=args.color_net, color_scale=args.color_scale, color_iterations=args.color_iterations)
 
 
+def check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """UserError for the first of these options below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+
+
 def check_device(name: str) -> None:
     from engine.device import pick_device
 
@@ -102,16 +113,14 @@ def check_device(name: str) -> None:
         raise UserError(f"--device: {err}") from err
 
 
-def saved_settings(folder: Path) -> dict:
-    """The settings an earlier run stored in config.json (its face sets), or {} if there are none."""
-    from engine.models import is_model_dir
-    from engine.models.store import CONFIG
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (or the only process): the one that prints."""
+    return int(os.environ.get("RANK", "0")) == 0
 
-    if not is_model_dir(folder):
-        raise UserError(f"{folder} is not a model folder (no config.json + model.safetensors written by "
-                        "training): drop --resume to start a new model there, or pass the folder of one")
-    meta = json.loads((folder / CONFIG).read_text()).get("meta", {})
-    return dict(meta.get("train", {}))
+
+def losses_text(result, what: str = "") -> str:
+    """", loss A 0.1234, B 0.2345" of a TrainResult ("" when it has none), for the closing line."""
+    return "" if result.loss_a is None else f", {what}loss A {result.loss_a:.4f}, B {result.loss_b:.4f}"
 
 
 @contextmanager

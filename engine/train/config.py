@@ -1,0 +1,93 @@
+"""The settings of a training run and of a colour-net run, and every default they have.
+
+The CLI (engine.train.command, engine.train.color_command) and the web app's Train tab take their
+defaults from these fields (`defaults`) instead of repeating the numbers. No torch here, so that
+`python -m engine --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, fields
+from typing import ClassVar
+
+
+@dataclass(kw_only=True)
+class LoopConfig:
+    """What the one loop (engine.train.loop) reads besides iterations and batch size: the same for both runs."""
+
+    resume: bool = False  # continue the folder's checkpoint
+    device: str = "auto"
+    save_every: int = 500
+    preview_every: int = 100  # 0: no previews
+    report_every: int | None = None  # None: 1 on CPU, 10 on CUDA (each report syncs the GPU)
+    bf16: bool = True
+    seed: int = 0
+    max_rewinds: int = 3  # NaN/Inf rewinds allowed before the run gives up
+
+    RECORDED: ClassVar[tuple[str, ...]] = ()  # the settings `recorded` stores in the model folder
+
+
+@dataclass
+class ColorConfig(LoopConfig):
+    """The colour network's run on a trained swap model (engine.train.color)."""
+
+    RECORDED: ClassVar[tuple[str, ...]] = ("faces_a", "faces_b", "batch_size", "lr", "loss", "recolor", "seed")
+
+    model_dir: str
+    faces_a: str | None = None  # None: the face sets the swap model was trained on (its config.json)
+    faces_b: str | None = None
+    iterations: int = 1000  # the total to reach (a resume continues); bench/color.py: 1000 beat 600 everywhere
+    scale: int = 2  # output side / swap-model side: 2 or 4
+    width: int = 32  # trunk channels at full resolution
+    blocks: int = 2  # residual blocks at the quarter-resolution bottleneck
+    condition: bool = True  # FiLM on the input's and the destination's LAB statistics
+    prior: str = "reinhard"  # the residual's base: "reinhard" (toward the destination) or "bicubic"
+    batch_size: int = 8  # faces per side and process
+    lr: float = 1e-3  # bench/color.py: at 2e-4 the net stayed below the classical path, at 1e-3 it beat it
+    loss: str = "ssim_mse"  # bench/color.py: higher held-out PSNR and SSIM than "mae"
+    recolor: float = 0.5  # share of inputs recoloured like a random face of either set
+    preview_rows: int = 3
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """A swap model's run on two face sets (engine.train.trainer), optionally followed by its colour net's."""
+
+    RECORDED: ClassVar[tuple[str, ...]] = ("faces_a", "faces_b", "batch_size", "lr", "loss", "eye_mouth_weight",
+                                           "init_from", "seed", "warp", "color_jitter")
+
+    faces_a: str
+    faces_b: str
+    model_dir: str
+    preset: str | None = None  # None: engine.models.default_preset for the device
+    resolution: int | None = None  # None: the preset's
+    learn_mask: bool = False
+    iterations: int = 100_000  # the total to reach; a resume continues towards it
+    batch_size: int = 8  # faces per side and process
+    lr: float = 5e-5
+    loss: str = "mae"
+    eye_mouth_weight: float = 0.0
+    init_from: str | None = None  # another model folder to start encoder and decoders from
+    snapshot_every: int = 0  # 0: no numbered snapshots
+    preview_rows: int = 4
+    compile: bool = False
+    warp: bool = True
+    color_jitter: float = 0.0
+    color_net: bool = False  # then train the colour network (engine.train.color) on the finished model
+    color_scale: int = ColorConfig.scale  # its output side / the model's: 2 or 4
+    color_iterations: int = ColorConfig.iterations  # colour-net iterations to reach (its own count, resumable)
+
+
+def defaults(config_class: type) -> dict:
+    """{field name: default} of a config dataclass, for the fields that have one."""
+    return {f.name: f.default for f in fields(config_class) if f.default is not MISSING}
+
+
+def recorded(config: LoopConfig) -> dict:
+    """The run's settings as its model folder keeps them (the face sets, so a resume finds them again)."""
+    return {name: getattr(config, name) for name in config.RECORDED}
+
+
+def loop_settings(config: LoopConfig) -> dict:
+    """The `LoopConfig` fields of a config: what a run hands on to the phase after it."""
+    return {f.name: getattr(config, f.name) for f in fields(LoopConfig)}

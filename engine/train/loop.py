@@ -1,0 +1,270 @@
+"""The one training loop, and the session base class both training phases build on.
+
+`run_loop` steps a `LoopSession` until its iteration target, a stop request or divergence, saving,
+previewing and reporting on the way. The swap model's phase (`engine.train.trainer.Session`) and the
+colour net's (`engine.train.color.ColorSession`) are both `LoopSession`s: what they share (random
+streams, Adam, the checkpoint's save and the rewind after a NaN/Inf loss) lives here once, and
+each adds its own `step` and `preview`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.device import autocast_for
+from engine.errors import UserError
+from engine.models.folder import TrainingState
+from engine.progress import Listener, Reporter, StopFlag
+
+from . import checkpoint, data, distributed
+from .config import LoopConfig
+
+log = logging.getLogger(__name__)
+
+SIDES = ("a", "b")  # the two identities every run trains, A's and B's
+ADAM_BETAS = (0.5, 0.999)
+REWIND_STRIDE = 7919  # a rewound run reseeds this many iterations away: not the batches that blew up
+
+
+@dataclass
+class TrainResult:
+    status: str  # "done", "stopped" (stop flag or signal) or "diverged" (NaN/Inf beyond max_rewinds)
+    iteration: int
+    loss_a: float | None
+    loss_b: float | None
+    model_dir: Path
+    model: nn.Module = field(repr=False)
+    color: TrainResult | None = None  # the colour-net phase, when it ran
+
+
+class LoopSession:
+    """What `run_loop` drives: one run's network, optimizer, face sets, training state and chores.
+
+    A subclass sets `METRICS`, loads `pools` (`load_pools`), hands its network and saved state to
+    `start`, and writes `step` (one optimisation step -> tensor [loss_a, loss_b] on the device) and
+    `preview` (main rank: the grid, or None). `COLOR` says which of the folder's networks the
+    checkpoint is (engine.train.checkpoint); `SEED_SALT` keeps one phase's random streams apart from
+    the other's.
+    """
+
+    METRICS: tuple[str, str]  # event metric names of step()'s two losses
+    COLOR = False
+    SEED_SALT: tuple[int, ...] = ()
+    snapshot_every = 0  # numbered snapshots every N iterations; 0: none
+
+    config: LoopConfig  # and iterations, batch_size, lr
+    pools: dict[str, data.FacePool]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    state: TrainingState
+
+    def __init__(self, config: LoopConfig, cluster: distributed.Cluster) -> None:
+        self.config, self.cluster, self.device = config, cluster, cluster.device
+        self.folder = Path(config.model_dir)
+        self.autocast = autocast_for(self.device, config.bf16)
+        self.rewinds = 0
+
+    def load_pools(self, paths: tuple[str, str]) -> None:
+        """This rank's slice of A's and B's face sets onto the device."""
+        self.pools = {side: data.load_pool(path, self.device, self.cluster.rank, self.cluster.world_size)
+                      for side, path in zip(SIDES, paths, strict=True)}
+
+    def start(self, model: nn.Module, state: TrainingState, optimizer_state: dict | None, settings: dict) -> None:
+        """Train `model` from `state`: Adam (with the saved moments when they match), this run's settings
+        recorded, and random streams for the state's iteration."""
+        self.model, self.state = model, state
+        self.optimizer = adam(model.parameters(), self.config.lr)
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict(optimizer_state)
+        self._set_lr()
+        self.state.settings = settings
+        self.reseed(state.iteration)
+
+    def reseed(self, iteration: int) -> None:
+        """Fresh random streams per rank and start point, so a resume does not replay old batches."""
+        entropy = [self.config.seed, self.cluster.rank, iteration, *self.SEED_SALT]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        sample_gen = torch.Generator().manual_seed(seed)
+        self.samplers = {side: data.BatchSampler(pool, self.config.batch_size, sample_gen)
+                         for side, pool in self.pools.items()}
+        self.augment_gen = torch.Generator(device=self.device).manual_seed(seed)
+
+    def step(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def preview(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def descend(self, losses: list[torch.Tensor]) -> torch.Tensor:
+        """One joint Adam step on loss_a + loss_b; -> tensor [loss_a, loss_b] left on the device (no sync).
+
+        Joint rather than alternating A and B steps: a shared encoder (or trunk) then gets both
+        identities' gradients in every update and learns one latent space for both faces instead of
+        being pulled back and forth, Adam's moments see one consistent gradient per step, and under
+        DDP every parameter gets a gradient in each backward (one all-reduce, no unused-parameter search).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        (losses[0] + losses[1]).backward()
+        self.optimizer.step()
+        return torch.stack(losses).detach()
+
+    def gather(self, pending: list[torch.Tensor], stop: StopFlag) -> tuple[float, float, bool]:
+        """Mean losses of the pending steps over all ranks, and whether any rank was asked to stop.
+
+        The stop request rides on the same all-reduce, so ranks always stop at the same iteration.
+        """
+        return gather_losses(self.cluster, pending, stop)
+
+    def rewind(self) -> bool:
+        """After a NaN/Inf loss, reload the last checkpoint (never saved broken); False: give up."""
+        self.rewinds += 1
+        if self.rewinds > self.config.max_rewinds:
+            return False
+        self.cluster.barrier()  # rank 0 has finished writing the checkpoint every rank now reads
+        settings = self.state.settings
+        self.state = checkpoint.restore(self.folder, self.model, self.optimizer, color=self.COLOR)
+        self.state.settings = settings
+        self._set_lr()
+        self.reseed(self.state.iteration + REWIND_STRIDE * self.rewinds)
+        return True
+
+    def save(self) -> None:
+        """The checkpoint (main rank), with the loss history's open bucket closed first."""
+        if self.cluster.is_main:
+            self.state.history.close(self.state.iteration)
+            self.write_checkpoint()
+
+    def write_checkpoint(self) -> None:
+        checkpoint.save(self.folder, self.model, self.optimizer, self.state, color=self.COLOR)
+
+    def snapshot(self) -> None:
+        """A numbered copy of the weights (only asked for when `snapshot_every` is set)."""
+
+    def _set_lr(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr  # this run's lr wins over the saved one
+
+
+def adam(parameters, lr: float) -> torch.optim.Optimizer:
+    """Adam as every training phase (and bench/train.py) runs it."""
+    return torch.optim.Adam(parameters, lr=lr, betas=ADAM_BETAS)
+
+
+@contextmanager
+def joined(device: str, cluster: distributed.Cluster | None = None) -> Iterator[distributed.Cluster]:
+    """This process's place among the training processes for one run; a `cluster` handed in (an
+    earlier phase's) is used and left up."""
+    if cluster is not None:
+        yield cluster
+        return
+    cluster = distributed.setup(device)
+    try:
+        yield cluster
+    finally:
+        distributed.teardown(cluster)
+
+
+def drive(session: LoopSession, job: str, listeners: list[Listener] | tuple, stop: StopFlag) -> TrainResult:
+    """`run_loop` with progress events of `job` for the listeners (main rank only)."""
+    reporter = Reporter(job, total=session.config.iterations, unit="it",
+                        listeners=listeners if session.cluster.is_main else (), start_step=session.state.iteration)
+    return run_loop(session, reporter, stop)
+
+
+def gather_losses(cluster: distributed.Cluster, pending: list[torch.Tensor],
+                  stop: StopFlag) -> tuple[float, float, bool]:
+    """Mean of pending [loss, loss] steps over all ranks, and whether any rank was asked to stop."""
+    means = torch.stack(pending).float().mean(0)
+    flag = torch.tensor([1.0 if stop else 0.0], device=means.device)
+    totals = cluster.mean(torch.cat([means, flag])).tolist()
+    return totals[0], totals[1], totals[2] > 0
+
+
+def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
+    """The one loop: step until `s.config.iterations`, a stop request or divergence, saving,
+    previewing and reporting on the way."""
+    cfg = s.config
+    names = s.METRICS
+    report_every = cfg.report_every or (10 if s.device.type == "cuda" else 1)
+    examples_per_step = 2 * cfg.batch_size * s.cluster.world_size  # A and B faces on every rank
+    if s.state.iteration == 0:
+        s.save()  # a fresh model is on disk at once: the NaN guard always has a good state to rewind to
+    saved_at, status, last = s.state.iteration, "done", (None, None)
+    pending: list[torch.Tensor] = []
+    window_start, window_t0 = s.state.iteration, time.perf_counter()
+
+    while s.state.iteration < cfg.iterations:
+        if not s.cluster.distributed and stop:  # one process: honour a stop before the next step
+            status = "stopped"
+            break
+        pending.append(s.step())
+        s.state.iteration += 1
+        it = s.state.iteration
+        save_due = _due(it, cfg.save_every)
+        snapshot_due = _due(it, s.snapshot_every)
+        preview_due = _due(it, cfg.preview_every)
+        if not (save_due or snapshot_due or preview_due or _due(it, report_every) or it == cfg.iterations):
+            continue
+
+        loss_a, loss_b, stop_requested = s.gather(pending, stop)
+        count, pending = len(pending), []
+        if not (math.isfinite(loss_a) and math.isfinite(loss_b)):
+            if not s.rewind():
+                status = "diverged"
+                log.error("loss is NaN/Inf again after %d rewinds: stopping; %s keeps iteration %d",
+                          cfg.max_rewinds, s.folder, saved_at)
+                break
+            reporter(s.state.iteration, message=f"loss became NaN/Inf at {it}: rewound to {s.state.iteration}")
+            window_start, window_t0 = s.state.iteration, time.perf_counter()
+            continue
+        s.state.history.add(it, loss_a, loss_b, count)
+        last = (loss_a, loss_b)
+        preview = s.preview() if preview_due else None
+        if save_due:
+            s.save()
+            saved_at = it
+        if snapshot_due:
+            s.snapshot()
+        now = time.perf_counter()
+        speed = examples_per_step * (it - window_start) / max(now - window_t0, 1e-9)
+        window_start, window_t0 = it, now
+        reporter(it, metrics={names[0]: loss_a, names[1]: loss_b, "examples_per_s": speed}, preview=preview)
+        if stop_requested:
+            status = "stopped"
+            break
+
+    if status != "diverged":
+        if pending:  # steps since the last report (a one-process stop lands between reports)
+            loss_a, loss_b, _ = s.gather(pending, stop)
+            if math.isfinite(loss_a) and math.isfinite(loss_b):
+                s.state.history.add(s.state.iteration, loss_a, loss_b, len(pending))
+                last = (loss_a, loss_b)
+            else:  # never save the broken weights; the folder keeps the last good checkpoint
+                status = "diverged"
+        if status != "diverged" and s.state.iteration != saved_at:
+            s.save()
+    message = {"done": "finished", "stopped": "stopped and saved", "diverged": "diverged: kept last good save"}
+    reporter(s.state.iteration, metrics=dict(zip(names, last, strict=True)) if last[0] is not None else None,
+             message=message[status], done=True)
+    return TrainResult(status=status, iteration=s.state.iteration, loss_a=last[0], loss_b=last[1],
+                       model_dir=s.folder, model=s.model)
+
+
+def require_sides(model: nn.Module, folder: Path, why: str) -> None:
+    """UserError unless `model` has a decoder for each of SIDES; `why`: who needs them, and the fix."""
+    if not set(SIDES) <= set(model.identities):
+        raise UserError(f"{folder} has decoders {list(model.identities)}, {why}")
+
+
+def _due(iteration: int, every: int | None) -> bool:
+    return bool(every) and iteration % every == 0
