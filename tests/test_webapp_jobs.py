@@ -18,6 +18,7 @@ import pytest
 
 from engine.errors import UserError
 from engine.evaluate.report import read_report
+from engine.models.folder import loss_history, summary
 from engine.progress import Progress, Reporter
 from webapp.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, STOPPED, JobConflict, JobManager, LossCurve
 from webapp.projects import (
@@ -26,8 +27,6 @@ from webapp.projects import (
     export_model,
     import_model,
     keep_uploads,
-    model_summary,
-    saved_losses,
     split_uploads,
 )
 
@@ -201,9 +200,10 @@ def test_uploads_of_the_wrong_kind_are_refused_and_duplicates_kept_once(tmp_path
 
 def _tiny_model(folder: Path, iteration: int = 7) -> None:
     from engine.models import build_model, save_model
+    from engine.models.folder import LossHistory, write_history
 
+    write_history(folder, LossHistory(rows=[[iteration - 2, 0.5, 0.6], [iteration, 0.4, 0.45]]))
     save_model(folder, build_model("lite"), {"iteration": iteration})
-    (folder / "loss.csv").write_text("iteration,loss_a,loss_b\n10,0.5,0.6\n20,0.4,0.45\n")
 
 
 def test_model_archive_round_trip(tmp_path):
@@ -217,11 +217,10 @@ def test_model_archive_round_trip(tmp_path):
                                                            "model/model.safetensors"]
     message = import_model(there, archive)
     assert "iteration 7" in message
-    assert model_summary(there.model_dir) == {"iteration": 7, "preset": "lite", "resolution": 64,
-                                              "batch_size": None}
-    assert saved_losses(there.model_dir) == [(10.0, 0.5, 0.6), (20.0, 0.4, 0.45)]
+    assert summary(there.model_dir) == {"iteration": 7, "preset": "lite", "resolution": 64, "batch_size": None}
+    assert loss_history(there.model_dir) == [(5.0, 0.5, 0.6), (7.0, 0.4, 0.45)]
     import_model(there, archive)  # a second import keeps the replaced model aside
-    assert model_summary(there.path / "model.previous")["iteration"] == 7
+    assert summary(there.path / "model.previous")["iteration"] == 7
 
 
 def _zip(path: Path, members: dict[str, bytes], link: str | None = None) -> Path:
@@ -251,7 +250,7 @@ def test_bad_model_archives_are_refused_and_nothing_escapes(tmp_path, members, l
     with pytest.raises(UserError, match=match):
         import_model(project, archive)
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "ws" / "evil.txt").exists()
-    assert model_summary(project.model_dir)["iteration"] == 3  # the project's model is untouched
+    assert summary(project.model_dir)["iteration"] == 3  # the project's model is untouched
     assert [p.name for p in project.path.iterdir() if p.name.startswith(".import")] == []
 
 
@@ -278,7 +277,7 @@ def _random_faceset(folder: Path, n: int, seed: int) -> None:
 
 
 def test_training_job_streams_progress_losses_and_previews(tmp_path, jobs):
-    from engine.train.trainer import TrainConfig, train
+    from engine.train import TrainConfig, train
 
     _random_faceset(tmp_path / "A", 6, 0)
     _random_faceset(tmp_path / "B", 6, 1)
@@ -291,7 +290,7 @@ def test_training_job_streams_progress_losses_and_previews(tmp_path, jobs):
     assert [p[0] for p in job.loss_points()] == [1, 2, 3, 4, 5, 6]
     assert job.preview_version == 2 and job.preview.shape[1] == 6 * job.preview.shape[0] // 2
     assert job.progress.done and job.progress.step == 6
-    assert model_summary(tmp_path / "m")["iteration"] == 6 and model_summary(tmp_path / "m")["batch_size"] == 2
+    assert summary(tmp_path / "m")["iteration"] == 6 and summary(tmp_path / "m")["batch_size"] == 2
 
 
 # ---------------------------------------------------------------- the studio's shared state

@@ -135,7 +135,7 @@ class Job:
             self.version += 1
 
     def add_losses(self, rows) -> None:
-        """Earlier (step, loss_a, loss_b) rows, e.g. a resumed model's loss.csv, before the first event."""
+        """Earlier (step, loss_a, loss_b) rows, e.g. a resumed model's saved history, before the first event."""
         with self._lock:
             for row in rows:
                 self.losses.add(*row)

@@ -5,7 +5,7 @@
                                   model/    the model folder training writes
                                   outputs/  swapped photos and videos
                                   uploads/  the photos, zips and videos users sent, kept so that a
-                                            re-run skips inputs already done (faces.json records them)
+                                            re-run skips inputs already done (the face set records them)
 
 `owner` is the signed-in user (so with --auth nobody sees another user's projects) or `local`
 without sign-in. Names come from the browser, so every name is checked before it becomes a path.
@@ -13,7 +13,6 @@ without sign-in. Names come from the browser, so every name is checked before it
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import stat
@@ -24,16 +23,15 @@ from pathlib import Path, PurePosixPath
 
 from engine.errors import UserError
 from engine.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from engine.models import folder as model_folder
 
 SIDES = ("A", "B")
 LOCAL_OWNER = "local"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 UPLOAD_KINDS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS | {".zip"}
 
-# model archives: what an export holds, and the limits an import enforces before unpacking anything
-# the colour net's files travel too: without them an imported model falls back to Reinhard
-EXPORT_FILES = ("config.json", "model.safetensors", "optimizer.pt", "loss.csv", "previews/latest.png",
-                "color.safetensors", "color_optimizer.pt", "color_loss.csv")
+# model archives: the limits an import enforces before unpacking anything (what an export holds is
+# engine.models.folder's portable_files)
 ARCHIVE_MAX_MEMBERS = 200
 ARCHIVE_MAX_BYTES = 8 << 30  # uncompressed, all members
 ARCHIVE_MAX_RATIO = 200  # uncompressed / compressed for a member over 1 MiB (zip bombs)
@@ -143,7 +141,7 @@ def split_uploads(paths: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def keep_uploads(project: Project, side: str, paths: list[Path]) -> list[Path]:
-    """Copy uploads into the project (the upload cache is cleaned up; faces.json names these copies).
+    """Copy uploads into the project (the upload cache is cleaned up; the face set names these copies).
 
     Names are made safe and unique; an identical file already kept is reused, so uploading the same
     photo twice does not extract it twice.
@@ -177,23 +175,19 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def export_model(project: Project) -> Path:
-    """Zip the model folder (weights, config, optimizer, loss log, latest preview) into a temp file.
+    """Zip the model folder's portable files (weights, config, optimizer, loss log, latest preview, the
+    colour net's) into a temp file.
 
     Weights go in uncompressed (floats do not deflate) so that exporting a big model stays fast.
-    Snapshots and the backup stay home: they are copies of the same weights.
     """
-    from engine.models import is_model_dir
-
     folder = project.model_dir
-    if not is_model_dir(folder):
+    if not model_folder.is_model_dir(folder):
         raise UserError("this project has no trained model yet: train one first (Train tab)")
     out = Path(tempfile.mkdtemp(prefix="faceswap-export-")) / f"{project.name.replace(' ', '_')}-model.zip"
     with zipfile.ZipFile(out, "w") as zf:
-        for name in EXPORT_FILES:
-            path = folder / name
-            if path.is_file():
-                method = zipfile.ZIP_DEFLATED if path.suffix in (".json", ".csv") else zipfile.ZIP_STORED
-                zf.write(path, f"model/{name}", compress_type=method)
+        for path, name in model_folder.portable_files(folder):
+            method = zipfile.ZIP_DEFLATED if path.suffix in (".json", ".csv") else zipfile.ZIP_STORED
+            zf.write(path, f"model/{name}", compress_type=method)
     return out
 
 
@@ -205,7 +199,7 @@ def import_model(project: Project, archive: str | Path) -> str:
     result must load as a model (architecture and weights match) before it replaces model/.
     The model it replaces is kept as model.previous/.
     """
-    from engine.models import is_model_dir, load_model
+    from engine.models import load_model
 
     archive = Path(archive)
     try:
@@ -223,12 +217,12 @@ def import_model(project: Project, archive: str | Path) -> str:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-        root = _model_root(staging)
-        if root is None or not is_model_dir(root):
-            raise UserError(f"{archive.name} holds no model folder (config.json + model.safetensors written "
-                            "by training): upload a zip made with 'Download model'")
-        model, meta = load_model(root, "cpu")  # raises a UserError naming the problem when it does not load
-        del model
+        root = model_folder.model_root(staging)
+        if root is None or not model_folder.is_model_dir(root):
+            raise UserError(f"{archive.name} holds no model folder ({model_folder.CONFIG} + {model_folder.WEIGHTS} "
+                            "written by training): upload a zip made with 'Download model'")
+        load_model(root, "cpu")  # raises a UserError naming the problem when it does not load
+        iteration = model_folder.summary(root)["iteration"]
         previous = project.path / "model.previous"
         if project.model_dir.exists():
             if any(project.model_dir.iterdir()):
@@ -241,7 +235,7 @@ def import_model(project: Project, archive: str | Path) -> str:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     kept = " (the model it replaced is kept in model.previous/)" if (project.path / "model.previous").exists() else ""
-    return f"model imported at iteration {int(meta.get('iteration', 0))}{kept}: press Resume to continue training"
+    return f"model imported at iteration {iteration}{kept}: press Resume to continue training"
 
 
 def _checked_members(zf: zipfile.ZipFile, name: str) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
@@ -266,47 +260,3 @@ def _checked_members(zf: zipfile.ZipFile, name: str) -> list[tuple[zipfile.ZipIn
             raise UserError(f"{name}: over {ARCHIVE_MAX_BYTES >> 30} GiB unpacked, more than any model")
         members.append((info, path.parts))
     return members
-
-
-def _model_root(staging: Path) -> Path | None:
-    """The unpacked model folder: the archive root, or its one top folder (as exports have)."""
-    if (staging / "config.json").is_file():
-        return staging
-    tops = [p for p in staging.iterdir() if p.is_dir()]
-    if len(tops) == 1 and (tops[0] / "config.json").is_file():
-        return tops[0]
-    return None
-
-
-def model_summary(folder: Path) -> dict | None:
-    """{"iteration", "preset", "resolution", "batch_size"} of a saved model, read from its config.json; None if none.
-
-    Reads the JSON only (no weights), so polling pages can call it.
-    """
-    from engine.models import is_model_dir
-
-    if not is_model_dir(folder):
-        return None
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    model, meta = config.get("model", {}), config.get("meta", {})
-    return {"iteration": int(meta.get("iteration", 0)), "preset": model.get("preset"),
-            "resolution": model.get("resolution"), "batch_size": meta.get("train", {}).get("batch_size")}
-
-
-def saved_losses(folder: Path) -> list[tuple[float, float, float]]:
-    """The loss curve training logged to loss.csv (iteration, loss_a, loss_b); [] when there is none."""
-    rows = []
-    try:
-        lines = (folder / "loss.csv").read_text().splitlines()[1:]
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            it, a, b = (float(x) for x in line.split(","))
-        except ValueError:
-            continue
-        rows.append((it, a, b))
-    return rows

@@ -19,6 +19,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine.errors import UserError
+from engine.models import folder as model_folder
 from webapp.jobs import DONE, QUEUED, RUNNING, Job, JobManager, describe, ordinal
 from webapp.projects import Project, Workspace
 
@@ -58,7 +59,7 @@ class SwapperCache:
     def get(self, project: Project, device: str = "auto") -> LoadedSwapper:
         from engine.swap.pipeline import Swapper
 
-        stamp = _model_stamp(project.model_dir)
+        stamp = model_folder.stamp(project.model_dir)
         key = (project.owner, project.name)
         with self._lock:  # one load at a time: two visitors asking at once must not load twice
             entry = self._entries.get(key)
@@ -71,13 +72,6 @@ class SwapperCache:
                     self._entries.popitem(last=False)
             self._entries.move_to_end(key)
             return entry
-
-
-def _model_stamp(folder: Path) -> tuple | None:
-    try:
-        return tuple((folder / name).stat().st_mtime_ns for name in ("config.json", "model.safetensors"))
-    except OSError:
-        return None
 
 
 @dataclass

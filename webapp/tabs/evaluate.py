@@ -21,6 +21,7 @@ import gradio as gr
 
 from engine.errors import UserError
 from engine.evaluate.report import SavedReport, format_value, read_report, standalone_html
+from engine.faces.faceset import face_count
 from webapp.jobs import DONE, RUNNING, Job, describe, format_eta
 from webapp.projects import Project, keep_uploads, split_uploads
 from webapp.state import Studio, newly_done, progress_bar, publish, waiting_view
@@ -145,7 +146,7 @@ def _evaluate_job(proj: Project, source: Path, frames: int | None, references: i
     if not is_model_dir(proj.model_dir):
         raise UserError("this project has no trained model yet: train one first (Train tab)")
     for side in ("A", "B"):
-        if not (proj.faces(side) / "faces.json").is_file():
+        if face_count(proj.faces(side)) == 0:
             raise UserError(f"face set {side} is empty: extract faces of {side} first (Face sets tab)")
 
     def run(job: Job) -> Path | None:

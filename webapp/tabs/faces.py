@@ -16,7 +16,7 @@ import gradio as gr
 from engine.errors import UserError
 from engine.faces.detectors import DETECTORS, choose_detector
 from engine.faces.extract import ExtractOptions
-from engine.faces.faceset import INDEX, FaceSet
+from engine.faces.faceset import FaceSet, faceset_stamp
 from webapp.jobs import DONE, RUNNING, STOPPED, Job, describe
 from webapp.projects import SIDES, Project, keep_uploads, split_uploads
 from webapp.state import Studio, progress_bar, publish, waiting_view
@@ -111,7 +111,7 @@ def _listen_side(studio: Studio, side: str, s: SimpleNamespace, ui: SimpleNamesp
         proj = studio.project(request, name)
         job = studio.jobs.find(proj.owner, proj.name, kind)
         bar, status = _job_view(studio, job, side)
-        key = {"project": name, "stamp": _faceset_stamp(proj.faces(side)), "page": page}
+        key = {"project": name, "stamp": faceset_stamp(proj.faces(side)), "page": page}
         if seen.get("key") == key:
             return bar, status, gr.skip(), gr.skip(), gr.skip(), seen
         gallery, page_update, shown = _gallery(proj, side, page)
@@ -184,14 +184,6 @@ def _job_view(studio: Studio, job: Job | None, side: str) -> tuple[str, str]:
         fraction = 1.0 if job.state == DONE or event is None else event.fraction
         return progress_bar(fraction, head), "\n".join(lines)
     return progress_bar(0, job.state), f"**{describe(job.kind)} {job.state}**: {job.message}"
-
-
-def _faceset_stamp(folder: Path) -> int:
-    """faces.json's modification time (0 when there is none): a stat, cheap enough for every poll."""
-    try:
-        return (folder / INDEX).stat().st_mtime_ns
-    except OSError:
-        return 0
 
 
 def _gallery(project: Project, side: str, page: float):

@@ -2,53 +2,49 @@
 
 The run is `engine.train.trainer.train` inside a job on the `train` lane, so one training uses
 the GPU (or CPU) at a time and later ones queue. A timer polls the job: iteration, examples/s,
-ETA, the loss chart (from the job's loss curve, or from loss.csv once no job is left in memory)
-and the preview grid. The model archive (download / upload to continue elsewhere) lives here too.
+ETA, the loss chart (from the job's loss curve, or from the model folder's history once no job is
+left in memory) and the preview grid. The model archive (download / upload to continue elsewhere)
+lives here too.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
 from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
 
 from engine.errors import UserError
-from engine.faces.faceset import FaceSet
+from engine.faces.faceset import face_count
 from engine.models import PRESETS, default_preset
+from engine.models import folder as model_folder
+from engine.train.config import TrainConfig, defaults
 from webapp.jobs import QUEUED, RUNNING, Job, format_eta, ordinal
-from webapp.projects import Project, export_model, import_model, model_summary, saved_losses
+from webapp.projects import Project, export_model, import_model
 from webapp.state import Studio, progress_bar, publish
 
 POLL_S = 2.0
 
 
-def _train_defaults() -> dict:
-    from engine.train.trainer import TrainConfig
-
-    return {f.name: f.default for f in fields(TrainConfig)}
-
-
 def render(studio: Studio) -> SimpleNamespace:
     from engine.device import pick_device
 
-    defaults = _train_defaults()
+    initial = defaults(TrainConfig)
     preset_name = default_preset(pick_device(studio.device).type)
     with gr.Row():
         with gr.Column(scale=2):
             preset = gr.Dropdown(list(PRESETS), value=preset_name, label="Preset", elem_id="train-preset")
             preset_info = gr.Markdown(_preset_text(preset_name), elem_id="train-preset-info")
-        batch = gr.Slider(1, 64, value=defaults["batch_size"], step=1, label="Batch size",
+        batch = gr.Slider(1, 64, value=initial["batch_size"], step=1, label="Batch size",
                           info="faces per side per step", elem_id="train-batch")
-        iterations = gr.Number(value=defaults["iterations"], precision=0, minimum=1, label="Iteration target",
+        iterations = gr.Number(value=initial["iterations"], precision=0, minimum=1, label="Iteration target",
                                info="training stops here; Resume continues towards a raised target",
                                elem_id="train-iterations")
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
-            preview_every = gr.Number(value=defaults["preview_every"], precision=0, minimum=1,
+            preview_every = gr.Number(value=initial["preview_every"], precision=0, minimum=1,
                                       label="Preview every N iterations", elem_id="train-preview-every")
-            save_every = gr.Number(value=defaults["save_every"], precision=0, minimum=1,
+            save_every = gr.Number(value=initial["save_every"], precision=0, minimum=1,
                                    label="Save every N iterations", elem_id="train-save-every")
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="train-start")
@@ -84,9 +80,9 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         proj = studio.project(request, name)
         try:
             config = _config(studio, proj, preset, batch, iterations, preview_every, save_every, resume)
-            history = saved_losses(proj.model_dir) if resume else []  # the chart goes on where it ended
+            history = model_folder.loss_history(proj.model_dir) if resume else []  # the chart goes on where it ended
             job = studio.jobs.submit(proj.owner, proj.name, "train", _train_job(config, history), lane="train",
-                                     info={"preset": config.preset or model_summary(proj.model_dir)["preset"],
+                                     info={"preset": config.preset or model_folder.summary(proj.model_dir)["preset"],
                                            "batch_size": config.batch_size,
                                            "iterations": config.iterations, "preview_every": config.preview_every,
                                            "save_every": config.save_every})
@@ -109,13 +105,13 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         proj = studio.project(request, name)
         job = studio.jobs.find(proj.owner, proj.name, "train")
         bar, status = _status(studio, proj, job)
-        key = (name, job.id if job else None, job.version if job else _model_stamp(proj))
+        key = (name, job.id if job else None, job.version if job else model_folder.stamp(proj.model_dir))
         if seen.get("key") == list(key):
             return bar, status, gr.skip(), gr.skip(), seen
-        points = job.loss_points() if job is not None else saved_losses(proj.model_dir)
+        points = job.loss_points() if job is not None else model_folder.loss_history(proj.model_dir)
         chart = _chart(points)
         preview_key = (name, job.id, job.preview_version) if job is not None and job.preview is not None else (
-            name, "file", _model_stamp(proj))
+            name, "file", model_folder.stamp(proj.model_dir))
         preview = gr.skip()
         if seen.get("preview") != list(preview_key):
             preview = job.preview if job is not None and job.preview is not None else _latest_preview(proj)
@@ -130,7 +126,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         if job is not None:
             keys = ("preset", "batch_size", "iterations", "preview_every", "save_every")
             return [job.info[k] if k in job.info else gr.skip() for k in keys]
-        summary = model_summary(proj.model_dir)
+        summary = model_folder.summary(proj.model_dir)
         if summary is None:
             return [gr.skip()] * 5
         batch = summary["batch_size"] or gr.skip()
@@ -181,13 +177,10 @@ def _preset_text(name: str) -> str:
 
 
 def _config(studio: Studio, proj: Project, preset, batch, iterations, preview_every, save_every, resume: bool):
-    from engine.train.trainer import TrainConfig
-
     for side in ("A", "B"):
-        count = len(FaceSet(proj.faces(side))) if (proj.faces(side) / "faces.json").exists() else 0
-        if count == 0:
+        if face_count(proj.faces(side)) == 0:
             raise UserError(f"face set {side} is empty: extract faces of {side} first (Face sets tab)")
-    summary = model_summary(proj.model_dir)
+    summary = model_folder.summary(proj.model_dir)
     iterations = int(iterations or 0)
     if resume and summary is None:
         raise UserError("there is no model to resume in this project: press Start")
@@ -219,7 +212,7 @@ def _train_job(config, history: list[tuple[float, float, float]]):
 
 
 def _status(studio: Studio, proj: Project, job: Job | None) -> tuple[str, str]:
-    summary = model_summary(proj.model_dir)
+    summary = model_folder.summary(proj.model_dir)
     saved = f"saved model: {summary['preset']}, iteration {summary['iteration']}" if summary else "no model yet"
     if job is None:
         return progress_bar(0, "idle"), saved
@@ -251,13 +244,6 @@ def _chart(points: list[tuple[float, float, float]]) -> pd.DataFrame | None:
     return pd.DataFrame(rows, columns=["iteration", "loss", "side"])
 
 
-def _model_stamp(proj: Project) -> float:
-    try:
-        return (proj.model_dir / "config.json").stat().st_mtime_ns
-    except OSError:
-        return 0
-
-
 def _latest_preview(proj: Project):
-    path = proj.model_dir / "previews" / "latest.png"
-    return publish(path) if path.is_file() else None
+    path = model_folder.latest_preview(proj.model_dir)
+    return publish(path) if path is not None else None
