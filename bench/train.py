@@ -114,7 +114,7 @@ class Run:
         layout = torch.channels_last if fast else torch.contiguous_format
         self.model = copy.deepcopy(template).to(device, memory_format=layout).train()
         self.pair = PairForward(self.model)  # the trainer's forward: one encoder pass over A and B
-        self.optimizer = adam(self.model.parameters(), TrainConfig.lr)
+        self.optimizer = adam(self.model.parameters(), TrainConfig.lr, TrainConfig.beta1)
         self.autocast = autocast_for(device, fast)
         r = template.resolution
         g = torch.Generator().manual_seed(0)

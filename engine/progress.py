@@ -32,7 +32,8 @@ class Progress:
     total: int | None = None
     unit: str = "it"
     rate: float | None = None  # units per second
-    eta_s: float | None = None
+    eta_s: float | None = None  # the sooner of the step target's ETA and a time budget's end
+    time_left_s: float | None = None  # what is left of the job's time budget, when it has one
     metrics: dict[str, float] = field(default_factory=dict)
     message: str = ""
     preview: np.ndarray | None = None
@@ -61,7 +62,7 @@ class Reporter:
 
     def __call__(self, step: int, *, metrics: dict[str, float] | None = None, message: str = "",
                  preview: np.ndarray | None = None, done: bool = False,
-                 total: int | None = None) -> Progress:
+                 total: int | None = None, time_left_s: float | None = None) -> Progress:
         if total is not None:
             self.total = total
         elapsed = time.perf_counter() - self._t0
@@ -73,9 +74,11 @@ class Reporter:
         eta = None
         if self._rate and self.total is not None:
             eta = max(0.0, (self.total - step) / self._rate)
+        if time_left_s is not None:
+            eta = time_left_s if eta is None else min(eta, time_left_s)
         event = Progress(job=self.job, step=step, total=self.total, unit=self.unit, rate=self._rate,
-                         eta_s=eta, metrics=dict(metrics or {}), message=message, preview=preview,
-                         done=done)
+                         eta_s=eta, time_left_s=time_left_s, metrics=dict(metrics or {}), message=message,
+                         preview=preview, done=done)
         for listener in self.listeners:
             listener(event)
         return event
@@ -111,8 +114,11 @@ class TqdmListener:
         if event.total is not None and self.bar.total != event.total:
             self.bar.total = event.total
         self.bar.update(event.step - self.bar.n)
-        if event.metrics:
-            self.bar.set_postfix({k: _short(v) for k, v in event.metrics.items()}, refresh=False)
+        postfix = {k: _short(v) for k, v in event.metrics.items()}
+        if event.time_left_s is not None:
+            postfix["left"] = _clock(event.time_left_s)
+        if postfix:
+            self.bar.set_postfix(postfix, refresh=False)
         if event.message:
             self.bar.set_description_str(f"{self.desc or event.job}: {event.message}", refresh=False)
         self.bar.refresh()
@@ -123,6 +129,13 @@ class TqdmListener:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _clock(seconds: float) -> str:
+    """12:34 or 1:02:03: time left for a bar's postfix."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _short(value: float) -> str:

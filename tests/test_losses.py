@@ -71,3 +71,26 @@ def test_mask_loss():
 def test_unknown_loss_is_a_user_error():
     with pytest.raises(UserError, match="mae"):
         make_loss("l7", R, COVERAGE)
+
+
+def test_background_weight_spends_the_loss_on_the_face():
+    target = torch.full((1, 3, R, R), 0.5)
+    face = torch.zeros(1, 1, R, R)
+    face[..., 16:48, 16:48] = 1.0
+    on_face, on_background = target.clone(), target.clone()
+    on_face[..., 30:34, 30:34] = 1.0
+    on_background[..., 0:4, 0:4] = 1.0
+    plain = make_loss("mae", R, COVERAGE)
+    masked = make_loss("mae", R, COVERAGE, background_weight=0.1)
+    assert plain(on_face, target).item() == pytest.approx(plain(on_background, target).item())
+    assert masked.needs_mask and not plain.needs_mask
+    assert masked(on_face, target, face) == pytest.approx(10 * masked(on_background, target, face).item())
+    # the weights are normalised: a uniform error costs what it costs unmasked
+    assert masked(target + 0.1, target, face).item() == pytest.approx(0.1, rel=1e-4)
+    with pytest.raises(ValueError, match="mask"):
+        masked(on_face, target)
+
+
+def test_background_weight_outside_0_to_1_is_a_user_error():
+    with pytest.raises(UserError, match="background weight"):
+        make_loss("mae", R, COVERAGE, background_weight=1.5)

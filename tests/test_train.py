@@ -14,9 +14,10 @@ from engine.faces.crops import center_crop_batch
 from engine.faces.faceset import FaceSet
 from engine.models import MODEL_COVERAGE, load_model
 from engine.models.folder import loss_history
-from engine.progress import StopFlag
-from engine.train import TrainConfig, train
+from engine.progress import Reporter, StopFlag
+from engine.train import TrainConfig, distributed, train
 from engine.train.checkpoint import weights_finite
+from engine.train.loop import run_loop
 from engine.train.trainer import Session
 
 
@@ -150,3 +151,51 @@ def test_an_existing_model_is_not_overwritten_without_resume(faceset_a, faceset_
     train(tiny(faceset_a, faceset_b, tmp_path / "m", iterations=1))
     with pytest.raises(UserError, match="--resume"):
         train(tiny(faceset_a, faceset_b, tmp_path / "m", iterations=1))
+
+
+def test_a_time_budget_stops_and_saves_snapshots_at_its_marks_and_a_resume_continues_the_clock(
+        faceset_a, faceset_b, tmp_path):
+    events = []
+    config = tiny(faceset_a, faceset_b, tmp_path / "m", iterations=100_000, save_every=100_000,
+                  minutes=0.03, snapshot_minutes=(0.01, 5.0))
+    result = train(config, listeners=[events.append])
+    assert result.status == "done" and 0 < result.iteration < 100_000
+    _, meta = load_model(tmp_path / "m")
+    assert meta["iteration"] == result.iteration  # saved like a stop
+    assert 1.8 <= meta["seconds"] < 1.8 + 5  # the budget, plus at most the step that spent it
+    assert (tmp_path / "m" / "snapshots" / "0.01min" / "config.json").is_file()
+    assert not (tmp_path / "m" / "snapshots" / "5min").exists()
+    left = [e.time_left_s for e in events if not e.done]
+    assert left[0] > left[-1] and left[-1] == 0.0 and all(e.eta_s <= e.time_left_s for e in events[:-1])
+    assert "time budget" in events[-1].message
+
+    config.resume, config.minutes = True, 0.06
+    again = train(config)
+    _, meta = load_model(tmp_path / "m")
+    assert again.status == "done" and again.iteration > result.iteration
+    assert 3.6 <= meta["seconds"] < 3.6 + 5
+
+
+def test_learning_rate_warms_up_linearly_then_holds(faceset_a, faceset_b, tmp_path):
+    lrs = []
+    config = tiny(faceset_a, faceset_b, tmp_path / "m", iterations=12, lr=1e-3, warmup=10)
+    session = Session(config, distributed.setup("cpu"))
+    step = session.step
+
+    def recording_step():
+        lrs.append(session.optimizer.param_groups[0]["lr"])
+        return step()
+
+    session.step = recording_step
+    run_loop(session, Reporter("train"), StopFlag())
+    assert lrs == pytest.approx([1e-4 * (i + 1) for i in range(10)] + [1e-3, 1e-3])
+
+
+def test_cli_minutes_budget(faceset_a, faceset_b, tmp_path, capsys):
+    model_dir = tmp_path / "m"
+    assert cli_main(["train", "--model", str(model_dir), "--preset", "lite", "--device", "cpu", "--batch-size", "4",
+                     "--faces-a", str(faceset_a), "--faces-b", str(faceset_b), "--minutes", "0.01",
+                     "--preview-every", "0"]) == 0
+    assert "done at iteration" in capsys.readouterr().out
+    assert cli_main(["train", "--model", str(model_dir), "--resume", "--minutes", "0"]) == 2
+    assert "--minutes must be more than 0" in capsys.readouterr().err

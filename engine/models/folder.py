@@ -93,11 +93,12 @@ class TrainingState:
     history: LossHistory = field(default_factory=LossHistory)
     best_loss: float | None = None  # smoothed loss of the checkpoint in backup/
     settings: dict = field(default_factory=dict)  # the run's settings (face sets, lr, loss, ...)
+    seconds: float = 0.0  # training time so far, all runs together (what a --minutes budget counts)
 
     def to_meta(self) -> dict:
         """config.json's meta: everything but the history rows, which go to the loss CSV."""
         return {"iteration": self.iteration, "history_every": self.history.every, "best_loss": self.best_loss,
-                "train": self.settings}
+                "train": self.settings, "seconds": round(self.seconds, 3)}
 
     @classmethod
     def from_meta(cls, meta: dict, rows: list[list[float]] | None = None) -> TrainingState:
@@ -108,7 +109,7 @@ class TrainingState:
         # the CSV is written before the weights: after a crash between the two it may run ahead of them
         history = LossHistory(rows=[r for r in rows if r[0] <= iteration], every=int(meta.get("history_every", 10)))
         return cls(iteration=iteration, history=history, best_loss=meta.get("best_loss"),
-                   settings=dict(meta.get("train", {})))
+                   settings=dict(meta.get("train", {})), seconds=float(meta.get("seconds", 0.0)))
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:

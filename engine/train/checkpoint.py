@@ -107,10 +107,10 @@ def restore(folder: str | os.PathLike, net: nn.Module, optimizer: torch.optim.Op
     return state
 
 
-def save_snapshot(folder: str | os.PathLike, model: nn.Module, state: TrainingState) -> Path:
+def save_snapshot(folder: str | os.PathLike, model: nn.Module, state: TrainingState, name: str | None = None) -> Path:
     """Weights, config and loss history (no optimizer): a point to roll back to or swap with, at a third
-    the size."""
-    target = Path(folder) / SNAPSHOTS / f"{state.iteration:08d}"
+    the size; named by its iteration unless `name` is given (e.g. "30min" at a training-time mark)."""
+    target = Path(folder) / SNAPSHOTS / (name or f"{state.iteration:08d}")
     if not weights_finite(model):
         raise BrokenModelError(f"refusing to save {target}: the weights hold NaN or Inf")
     write_history(target, state.history)

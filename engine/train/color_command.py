@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from engine.train.command import add_loop_arguments, check_counts, check_device, is_main_process, losses_text
+from engine.train.command import (
+    add_loop_arguments,
+    check_counts,
+    check_device,
+    check_minutes,
+    is_main_process,
+    losses_text,
+)
 from engine.train.config import ColorConfig, defaults
 
 
@@ -32,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from engine.train.command import stop_on_signals
 
     check_counts(args, ("iterations", "batch_size", "save_every"))
+    check_minutes(args.minutes)
     check_device(args.device)
-    config = ColorConfig(model_dir=args.model, faces_a=args.faces_a, faces_b=args.faces_b,
+    config = ColorConfig(minutes=args.minutes, model_dir=args.model, faces_a=args.faces_a, faces_b=args.faces_b,
                          iterations=args.iterations, scale=args.scale, batch_size=args.batch_size, lr=args.lr,
                          resume=args.resume, device=args.device, save_every=args.save_every,
                          preview_every=args.preview_every, bf16=args.bf16, seed=args.seed)

@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from engine.errors import UserError
 from engine.train.config import TrainConfig, defaults
 
+# the loss names, without importing torch for --help (engine.train.losses.PIXEL_ERRORS holds the same keys)
+PIXEL_ERROR_NAMES = ("mae", "ssim_mse", "mae_dssim")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = defaults(TrainConfig)  # every default is the config's: one place for each number
@@ -28,14 +31,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learn-mask", action="store_true", help="also learn a face mask")
     p.add_argument("--iterations", type=int, default=d["iterations"],
                    help="total iterations to reach (default %(default)s)")
-    p.add_argument("--loss", choices=("mae", "ssim_mse"), default=d["loss"], help="reconstruction loss")
+    p.add_argument("--loss", choices=tuple(PIXEL_ERROR_NAMES), default=d["loss"],
+                   help="reconstruction loss (default %(default)s)")
     p.add_argument("--eye-mouth-weight", type=float, default=d["eye_mouth_weight"],
-                   help="extra loss weight on eyes and mouth (0: off)")
+                   help="extra loss weight on eyes and mouth (0: off; default %(default)s)")
+    p.add_argument("--background-weight", type=float, default=d["background_weight"],
+                   help="loss weight outside the face mask (1: the whole crop alike; default %(default)s)")
+    p.add_argument("--warmup", type=int, default=d["warmup"],
+                   help="iterations of learning-rate warm-up (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the model in --model")
     p.add_argument("--init-from", metavar="MODEL", help="start from another model's encoder and decoders")
     add_loop_arguments(p, d)
     p.add_argument("--snapshot-every", type=int, default=d["snapshot_every"],
                    help="numbered snapshot every N iterations (0: off)")
+    p.add_argument("--snapshot-minutes", type=minute_marks, default=d["snapshot_minutes"], metavar="M,M,...",
+                   help="also a snapshot (snapshots/<M>min) when the training time passes each mark")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps)")
     p.add_argument("--color-net", action="store_true",
                    help="then train the colour network (faces at 2x/4x in the destination's colours; "
@@ -51,6 +61,9 @@ def add_loop_arguments(p: argparse.ArgumentParser, d: dict) -> None:
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
                    help="faces per side per step (default %(default)s)")
     p.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate (default %(default)s)")
+    p.add_argument("--minutes", type=float, default=d["minutes"],
+                   help="stop and save after this much training time, all runs of the folder together "
+                        "(beside --iterations: whichever comes first)")
     p.add_argument("--device", default=d["device"], help="auto, cpu, cuda or cuda:N")
     p.add_argument("--save-every", type=int, default=d["save_every"], help="autosave every N iterations")
     p.add_argument("--preview-every", type=int, default=d["preview_every"],
@@ -85,13 +98,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if not (faces_a and faces_b):
         raise UserError("pass both --faces-a and --faces-b (face set folders from `python -m engine extract`)")
     check_counts(args, ("iterations", "batch_size", "save_every", "color_iterations"))
+    check_minutes(args.minutes)
     if args.resume and args.init_from:
         raise UserError("--resume continues a model and --init-from starts a new one: pass only one")
     check_device(args.device)
     return TrainConfig(
         faces_a=faces_a, faces_b=faces_b, model_dir=args.model, preset=args.preset, resolution=args.resolution,
         learn_mask=args.learn_mask, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
-        loss=args.loss, eye_mouth_weight=args.eye_mouth_weight, resume=args.resume, init_from=args.init_from,
+        loss=args.loss, eye_mouth_weight=args.eye_mouth_weight, background_weight=args.background_weight,
+        warmup=args.warmup, minutes=args.minutes, snapshot_minutes=args.snapshot_minutes,
+        resume=args.resume, init_from=args.init_from,
         device=args.device, save_every=args.save_every, snapshot_every=args.snapshot_every,
         preview_every=args.preview_every, bf16=args.bf16, compile=args.compile, seed=args.seed,
         color_net=args.color_net, color_scale=args.color_scale, color_iterations=args.color_iterations)
@@ -102,6 +118,22 @@ def check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
     for name in names:
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+def check_minutes(minutes: float | None) -> None:
+    if minutes is not None and not minutes > 0:
+        raise UserError("--minutes must be more than 0")
+
+
+def minute_marks(text: str) -> tuple[float, ...]:
+    """"5,10,30" -> (5.0, 10.0, 30.0), for --snapshot-minutes."""
+    try:
+        marks = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected minutes like 5,10,30, got {text!r}") from err
+    if any(m <= 0 for m in marks):
+        raise argparse.ArgumentTypeError("every mark must be more than 0 minutes")
+    return marks
 
 
 def check_device(name: str) -> None:

@@ -47,14 +47,18 @@ class ColorConfig(LoopConfig):
     loss: str = "ssim_mse"  # bench/color.py: higher held-out PSNR and SSIM than "mae"
     recolor: float = 0.5  # share of inputs recoloured like a random face of either set
     preview_rows: int = 3
+    beta1: float = 0.5  # Adam's first-moment decay, as bench/color.py tuned it
+    warmup: int = 0  # iterations of linear learning-rate warm-up
+    minutes: float | None = None  # a time budget beside `iterations` (whichever comes first)
 
 
 @dataclass
 class TrainConfig(LoopConfig):
     """A swap model's run on two face sets (engine.train.trainer), optionally followed by its colour net's."""
 
-    RECORDED: ClassVar[tuple[str, ...]] = ("faces_a", "faces_b", "batch_size", "lr", "loss", "eye_mouth_weight",
-                                           "init_from", "seed", "warp", "color_jitter")
+    RECORDED: ClassVar[tuple[str, ...]] = ("faces_a", "faces_b", "batch_size", "lr", "beta1", "warmup", "loss",
+                                           "eye_mouth_weight", "background_weight", "init_from", "seed", "warp",
+                                           "color_jitter")
 
     faces_a: str
     faces_b: str
@@ -64,9 +68,16 @@ class TrainConfig(LoopConfig):
     learn_mask: bool = False
     iterations: int = 100_000  # the total to reach; a resume continues towards it
     batch_size: int = 8  # faces per side and process
-    lr: float = 5e-5
-    loss: str = "mae"
-    eye_mouth_weight: float = 0.0
+    # The recipe below won bench/likeness.py on both shared pairs at equal wall time (docs/benchmarks.md,
+    # "Likeness per training minute"); the Keras-era 5e-5 with beta1 0.5 and a plain L1 was the old one.
+    lr: float = 3e-4
+    beta1: float = 0.9  # Adam's first-moment decay
+    warmup: int = 100  # iterations of linear learning-rate warm-up (Adam's first steps are the wildest)
+    loss: str = "mae_dssim"  # L1 + structural dissimilarity, as faceswap's default
+    eye_mouth_weight: float = 2.0  # extra loss weight on eyes and mouth (0: off)
+    background_weight: float = 0.1  # loss weight outside the face mask (1: the whole crop counts alike)
+    minutes: float | None = None  # a time budget of training (all runs of the folder together) beside `iterations`
+    snapshot_minutes: tuple[float, ...] = ()  # numbered snapshots when the training time passes these marks
     init_from: str | None = None  # another model folder to start encoder and decoders from
     snapshot_every: int = 0  # 0: no numbered snapshots
     preview_rows: int = 4

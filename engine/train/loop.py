@@ -32,7 +32,7 @@ from .config import LoopConfig
 log = logging.getLogger(__name__)
 
 SIDES = ("a", "b")  # the two identities every run trains, A's and B's
-ADAM_BETAS = (0.5, 0.999)
+ADAM_BETA2 = 0.999
 REWIND_STRIDE = 7919  # a rewound run reseeds this many iterations away: not the batches that blew up
 
 
@@ -61,6 +61,7 @@ class LoopSession:
     COLOR = False
     SEED_SALT: tuple[int, ...] = ()
     snapshot_every = 0  # numbered snapshots every N iterations; 0: none
+    snapshot_minutes: tuple[float, ...] = ()  # and when the training time passes these marks
 
     config: LoopConfig  # and iterations, batch_size, lr
     pools: dict[str, data.FacePool]
@@ -83,7 +84,7 @@ class LoopSession:
         """Train `model` from `state`: Adam (with the saved moments when they match), this run's settings
         recorded, and random streams for the state's iteration."""
         self.model, self.state = model, state
-        self.optimizer = adam(model.parameters(), self.config.lr)
+        self.optimizer = adam(model.parameters(), self.config.lr, self.config.beta1)
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
         self._set_lr()
@@ -147,17 +148,55 @@ class LoopSession:
     def write_checkpoint(self) -> None:
         checkpoint.save(self.folder, self.model, self.optimizer, self.state, color=self.COLOR)
 
-    def snapshot(self) -> None:
-        """A numbered copy of the weights (only asked for when `snapshot_every` is set)."""
+    def snapshot(self, name: str | None = None) -> None:
+        """A copy of the weights, named by iteration or `name` (asked for by `snapshot_every` and
+        `snapshot_minutes`)."""
 
     def _set_lr(self) -> None:
+        """This run's lr (it wins over the saved one), ramped up linearly over the first `warmup` steps."""
+        warmup = self.config.warmup
+        scale = min(1.0, (self.state.iteration + 1) / warmup) if warmup > 0 else 1.0
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr  # this run's lr wins over the saved one
+            group["lr"] = self.config.lr * scale
 
 
-def adam(parameters, lr: float) -> torch.optim.Optimizer:
+def adam(parameters, lr: float, beta1: float) -> torch.optim.Optimizer:
     """Adam as every training phase (and bench/train.py) runs it."""
-    return torch.optim.Adam(parameters, lr=lr, betas=ADAM_BETAS)
+    return torch.optim.Adam(parameters, lr=lr, betas=(beta1, ADAM_BETA2))
+
+
+class TimeBudget:
+    """Training time of the model folder (all runs together) against `minutes`, and the marks passed.
+
+    The time counts only the loop's own steps, not start-up, so a resumed run continues the clock
+    where the last one stopped and `--minutes 30` means 30 minutes of training, however many runs.
+    """
+
+    def __init__(self, state: TrainingState, minutes: float | None, marks: tuple[float, ...]) -> None:
+        self.state, self.limit = state, None if minutes is None else 60.0 * minutes
+        self._t0, self._start = time.perf_counter(), state.seconds
+        self.marks = sorted(m for m in marks if 60.0 * m > state.seconds)
+
+    def tick(self) -> None:
+        self.state.seconds = self._start + time.perf_counter() - self._t0
+
+    def restart(self, state: TrainingState) -> None:
+        """After a rewind: the clock goes on from the restored state's time plus the time spent since."""
+        spent = self.state.seconds
+        self.state, self._start, self._t0 = state, max(state.seconds, spent), time.perf_counter()
+
+    @property
+    def spent(self) -> bool:
+        return self.limit is not None and self.state.seconds >= self.limit
+
+    def left(self) -> float | None:
+        return None if self.limit is None else max(0.0, self.limit - self.state.seconds)
+
+    def passed_mark(self) -> float | None:
+        """The next mark once the training time has reached it (then dropped from the list), else None."""
+        if self.marks and self.state.seconds >= 60.0 * self.marks[0]:
+            return self.marks.pop(0)
+        return None
 
 
 @contextmanager
@@ -202,21 +241,32 @@ def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
     saved_at, status, last = s.state.iteration, "done", (None, None)
     pending: list[torch.Tensor] = []
     window_start, window_t0 = s.state.iteration, time.perf_counter()
+    clock = TimeBudget(s.state, cfg.minutes, s.snapshot_minutes)
 
     while s.state.iteration < cfg.iterations:
-        if not s.cluster.distributed and stop:  # one process: honour a stop before the next step
-            status = "stopped"
+        if not s.cluster.distributed and (stop or clock.spent):  # one process: honour these before a step
+            status = "stopped" if stop else "done"
             break
+        if s.state.iteration < cfg.warmup:
+            s._set_lr()
         pending.append(s.step())
         s.state.iteration += 1
         it = s.state.iteration
+        clock.tick()
+        mark = clock.passed_mark()
+        if mark is not None:
+            s.snapshot(f"{mark:g}min")
         save_due = _due(it, cfg.save_every)
         snapshot_due = _due(it, s.snapshot_every)
         preview_due = _due(it, cfg.preview_every)
-        if not (save_due or snapshot_due or preview_due or _due(it, report_every) or it == cfg.iterations):
+        # one process reports the step that spends the budget; ranks of several only meet at reports
+        time_up = clock.spent and not s.cluster.distributed
+        if not (save_due or snapshot_due or preview_due or time_up or _due(it, report_every)
+                or it == cfg.iterations):
             continue
 
-        loss_a, loss_b, stop_requested = s.gather(pending, stop)
+        # the main rank's clock ends a run of several processes, riding on the stop request's all-reduce
+        loss_a, loss_b, stop_requested = s.gather(pending, _Either(stop, s.cluster.is_main and clock.spent))
         count, pending = len(pending), []
         if not (math.isfinite(loss_a) and math.isfinite(loss_b)):
             if not s.rewind():
@@ -224,6 +274,7 @@ def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
                 log.error("loss is NaN/Inf again after %d rewinds: stopping; %s keeps iteration %d",
                           cfg.max_rewinds, s.folder, saved_at)
                 break
+            clock.restart(s.state)
             reporter(s.state.iteration, message=f"loss became NaN/Inf at {it}: rewound to {s.state.iteration}")
             window_start, window_t0 = s.state.iteration, time.perf_counter()
             continue
@@ -238,9 +289,10 @@ def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
         now = time.perf_counter()
         speed = examples_per_step * (it - window_start) / max(now - window_t0, 1e-9)
         window_start, window_t0 = it, now
-        reporter(it, metrics={names[0]: loss_a, names[1]: loss_b, "examples_per_s": speed}, preview=preview)
+        reporter(it, metrics={names[0]: loss_a, names[1]: loss_b, "examples_per_s": speed}, preview=preview,
+                 time_left_s=clock.left())
         if stop_requested:
-            status = "stopped"
+            status = "stopped" if stop or not clock.limit else "done"
             break
 
     if status != "diverged":
@@ -253,7 +305,8 @@ def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
                 status = "diverged"
         if status != "diverged" and s.state.iteration != saved_at:
             s.save()
-    message = {"done": "finished", "stopped": "stopped and saved", "diverged": "diverged: kept last good save"}
+    message = {"done": "time budget spent, saved" if clock.spent else "finished", "stopped": "stopped and saved",
+               "diverged": "diverged: kept last good save"}
     reporter(s.state.iteration, metrics=dict(zip(names, last, strict=True)) if last[0] is not None else None,
              message=message[status], done=True)
     return TrainResult(status=status, iteration=s.state.iteration, loss_a=last[0], loss_b=last[1],
@@ -264,6 +317,16 @@ def require_sides(model: nn.Module, folder: Path, why: str) -> None:
     """UserError unless `model` has a decoder for each of SIDES; `why`: who needs them, and the fix."""
     if not set(SIDES) <= set(model.identities):
         raise UserError(f"{folder} has decoders {list(model.identities)}, {why}")
+
+
+class _Either:
+    """A stop request that is set when the user's flag or `also` is."""
+
+    def __init__(self, stop: StopFlag, also: bool) -> None:
+        self.stop, self.also = stop, also
+
+    def __bool__(self) -> bool:
+        return bool(self.stop) or self.also
 
 
 def _due(iteration: int, every: int | None) -> bool:

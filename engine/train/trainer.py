@@ -60,6 +60,7 @@ class Session(LoopSession):
     def __init__(self, config: TrainConfig, cluster: distributed.Cluster) -> None:
         super().__init__(config, cluster)
         self.snapshot_every = config.snapshot_every
+        self.snapshot_minutes = tuple(config.snapshot_minutes)
         self.load_pools((config.faces_a, config.faces_b))
         torch.manual_seed(config.seed)  # the same initial weights for the same --seed (and on every rank)
         model, state, optimizer_state = open_model(config, self.folder, self.device)
@@ -67,7 +68,8 @@ class Session(LoopSession):
                    recorded(config))
         self.coverage = self.model.coverage
         self.loss_fn = make_loss(config.loss, self.model.resolution, self.coverage,
-                                 eye_mouth_weight=config.eye_mouth_weight)
+                                 eye_mouth_weight=config.eye_mouth_weight,
+                                 background_weight=config.background_weight)
         self.net = cluster.wrap(PairForward(self.model))
         if config.compile:
             self.net = torch.compile(self.net)
@@ -84,7 +86,8 @@ class Session(LoopSession):
             warped, target, mask = warp_batch(
                 self.samplers[side].next(), resolution=self.model.resolution, src_coverage=pool.coverage,
                 model_coverage=self.coverage, generator=self.augment_gen, warp=self.config.warp,
-                color_jitter=self.config.color_jitter, mask=self.model.learn_mask)
+                color_jitter=self.config.color_jitter,
+                mask=self.model.learn_mask or self.loss_fn.needs_mask)
             inputs[side] = warped.contiguous(memory_format=torch.channels_last)
             targets[side], masks[side] = target, mask
         with self.autocast:
@@ -92,7 +95,7 @@ class Session(LoopSession):
         losses = []
         for side in SIDES:
             rgb, mask = outputs[side]
-            loss = self.loss_fn(rgb.float(), targets[side])
+            loss = self.loss_fn(rgb.float(), targets[side], masks[side])
             if mask is not None and masks[side] is not None:
                 loss = loss + mask_loss(mask.float(), masks[side])
             losses.append(loss)
@@ -104,9 +107,9 @@ class Session(LoopSession):
             log.debug("backup at iteration %d, smoothed loss %.4f", self.state.iteration, self.state.best_loss)
         super().write_checkpoint()
 
-    def snapshot(self) -> None:
+    def snapshot(self, name: str | None = None) -> None:
         if self.cluster.is_main:
-            checkpoint.save_snapshot(self.folder, self.model, self.state)
+            checkpoint.save_snapshot(self.folder, self.model, self.state, name)
 
     def preview(self) -> np.ndarray | None:
         if not self.cluster.is_main:

@@ -1,0 +1,222 @@
+"""Likeness per training minute: train recipes on both shared pairs, evaluate them at wall-time marks.
+
+Pairs (A = the destination video's faces, B = the identity put in):
+    talk2-carell   A = talk2.mp4 (first 100 frames trained), B = people/carell (every 5th photo held out)
+    talk1-hader    A = talk1.mp4 (first 110 frames trained), B = people/hader  (every 5th photo held out)
+
+Every (recipe, pair) trains in its own process, all at once, with `--threads` torch threads each, so
+the recipes of one run share the machine alike and are compared at equal wall time. Each training
+saves a snapshot at every budget mark (`--budgets`, minutes of its own wall time); after all
+trainings end, the project's own `evaluate` (the product's swap, dlib judges) measures each snapshot
+on the pair's video. Prints one JSON line; writes WORK/likeness.json and WORK/likeness.png.
+
+    python bench/likeness.py --work WORK --recipes lite-5e-5,default --budgets 5,10,20,30
+
+`distance_moved` is how far the swapped faces' distance to B's mean moved from the unswapped faces'
+towards B's own photos' (leave-one-out): 0 = still A, 1 = as close as B's own photos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data"
+
+PAIRS = {
+    "talk2-carell": {"video": "video/talk2.mp4", "people": "people/carell", "hold_out_a": 25},
+    "talk1-hader": {"video": "video/talk1.mp4", "people": "people/hader", "hold_out_a": 25},
+}
+HOLD_OUT_B_EVERY = 5
+
+# Recipes as TrainConfig overrides; "default" is whatever TrainConfig gives a new user today. The
+# others are the tries of docs/benchmarks.md ("Likeness per training minute"), kept to re-run them.
+OLD = {"preset": "lite", "lr": 5e-5, "beta1": 0.5, "warmup": 0, "loss": "mae", "eye_mouth_weight": 0.0,
+       "background_weight": 1.0, "batch_size": 8}  # the defaults until 2026-12
+RECIPES: dict[str, dict] = {
+    "default": {},
+    "lite-5e-5": OLD,
+    "lite-3e-4": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100},
+    "lite-3e-4-dssim-mask": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100, "loss": "mae_dssim",
+                             "background_weight": 0.1},
+    "dm-1e-3": {**OLD, "lr": 1e-3, "beta1": 0.9, "warmup": 200, "loss": "mae_dssim", "background_weight": 0.1},
+    "dm-eyes2": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100, "loss": "mae_dssim", "background_weight": 0.1,
+                 "eye_mouth_weight": 2.0},
+    "dm-b16": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100, "loss": "mae_dssim", "background_weight": 0.1,
+               "batch_size": 16},
+}
+
+FIGURES = ("id_verified", "distance_moved", "sharpness_ratio", "landmark_nme", "pose_error_deg", "flicker")
+
+
+def prepare(work: Path, pair: str) -> tuple[Path, Path, Path, Path]:
+    """Face sets of the pair (extracted once) and their training splits -> (A, B, train A, train B)."""
+    import numpy as np
+
+    from engine.faces.faceset import FaceSet
+
+    spec = PAIRS[pair]
+    name_a, name_b = Path(spec["video"]).stem, Path(spec["people"]).name
+    sets = {}
+    for name, source in ((name_a, spec["video"]), (name_b, spec["people"])):
+        folder = work / name
+        if not (folder / "faces.json").is_file():
+            subprocess.run([sys.executable, "-m", "engine", "extract", "--detector", "mtcnn", "--out", str(folder),
+                            str(DATA / source)], check=True, cwd=ROOT)
+        sets[name] = folder
+    n_a, n_b = len(FaceSet(sets[name_a])), len(FaceSet(sets[name_b]))
+    train_a, train_b = work / f"{name_a}_train", work / f"{name_b}_train"
+    split(sets[name_a], train_a, np.arange(n_a - spec["hold_out_a"], n_a))
+    split(sets[name_b], train_b, np.arange(HOLD_OUT_B_EVERY - 1, n_b, HOLD_OUT_B_EVERY))
+    return sets[name_a], sets[name_b], train_a, train_b
+
+
+def split(source: Path, out: Path, held_out) -> int:
+    """Write the faces of `source` not in `held_out` (indices) as a new face set; -> faces kept."""
+    from engine.faces.faceset import FaceSet
+
+    if (out / "faces.json").is_file():
+        return len(FaceSet(out))
+    src = FaceSet(source)
+    dst = FaceSet(out, size=src.size, coverage=src.coverage, create=True)
+    images, skip = src.load_images(), set(int(i) for i in held_out)
+    for i, entry in enumerate(src.entries):
+        if i not in skip:
+            dst.add(dict(entry), images[i])
+    dst.detector = src.detector
+    dst.save()
+    return len(dst)
+
+
+def train_job(work: Path, recipe: str, pair: str, budgets: list[float], threads: int) -> None:
+    """One training of `recipe` on `pair` for max(budgets) minutes, a snapshot at every mark."""
+    import torch
+
+    from engine.train import TrainConfig, train
+
+    torch.set_num_threads(threads)
+    _, _, train_a, train_b = prepare(work, pair)
+    folder = work / "runs" / recipe / pair
+    overrides = dict(RECIPES[recipe])
+    config = TrainConfig(faces_a=str(train_a), faces_b=str(train_b), model_dir=str(folder), device="cpu",
+                         iterations=10_000_000, minutes=max(budgets), snapshot_minutes=tuple(budgets),
+                         save_every=1000, preview_every=500, **overrides)
+    load_start = os.getloadavg()
+    result = train(config)
+    (folder / "bench.json").write_text(json.dumps({"iterations": result.iteration, "status": result.status,
+                                                   "loss_a": result.loss_a, "loss_b": result.loss_b,
+                                                   "loadavg": [load_start, os.getloadavg()]}))
+
+
+def evaluate_snapshot(work: Path, pair: str, snapshot: Path, frames: int | None) -> dict:
+    from engine.evaluate.run import EvaluateOptions, evaluate
+
+    faces_a, faces_b, _, _ = prepare(work, pair)
+    report = evaluate(EvaluateOptions(model=snapshot, video=DATA / PAIRS[pair]["video"], out=snapshot / "report",
+                                      faces_a=faces_a, faces_b=faces_b, frames=frames, device="cpu",
+                                      detector="mtcnn"))
+    s, ident = report["summary"], report["identity"]
+    unswapped, swapped, real = (ident["destination_distance_target"], ident["distance_target"],
+                                ident["distance_target_real"])
+    moved = (unswapped - swapped) / (unswapped - real) if unswapped > real else math.nan
+    meta = json.loads((snapshot / "config.json").read_text()).get("meta", {})
+    return {"iteration": meta.get("iteration"), "id_verified": s["id_verified"], "distance_moved": moved,
+            "distance_target": swapped, "sharpness_ratio": s["sharpness_ratio"], "landmark_nme": s["landmark_nme"],
+            "pose_error_deg": s["pose_error_deg"], "flicker": s["flicker"], "id_retrieval": s["id_retrieval"],
+            "ssim_b": s["ssim_b"], "psnr_b": s["psnr_b"]}
+
+
+def plot(results: dict, budgets: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for ax, figure in zip(axes.flat, FIGURES, strict=True):
+        for recipe, pairs in results.items():
+            for pair, marks in pairs.items():
+                xs = [float(m) for m in marks]
+                ax.plot(xs, [marks[m][figure] for m in marks], marker="o",
+                        linestyle="-" if pair == "talk2-carell" else "--", label=f"{recipe} {pair}")
+        ax.set_title(figure)
+        ax.set_xlabel("training minutes")
+        ax.set_xticks(budgets)
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--recipes", default="lite-5e-5,default")
+    p.add_argument("--pairs", default=",".join(PAIRS))
+    p.add_argument("--budgets", default="5,10,20,30,60", help="minutes of wall time at which to evaluate")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per training process")
+    p.add_argument("--parallel", type=int, default=len(PAIRS),
+                   help="trainings at once (default: one per pair, i.e. a recipe's pairs side by side)")
+    p.add_argument("--frames", type=int, default=None, help="evaluate a sample of N frames (default: all)")
+    p.add_argument("--job", nargs=2, metavar=("RECIPE", "PAIR"), help=argparse.SUPPRESS)
+    p.add_argument("--evaluate-only", action="store_true", help="measure the snapshots of an earlier run")
+    p.add_argument("--train-only", action="store_true", help="train and snapshot; measure later with --evaluate-only")
+    args = p.parse_args()
+    budgets = [float(b) for b in args.budgets.split(",")]
+    recipes, pairs = args.recipes.split(","), args.pairs.split(",")
+    if args.job:
+        train_job(args.work, args.job[0], args.job[1], budgets, args.threads)
+        return 0
+    for pair in pairs:
+        prepare(args.work, pair)
+    load = {"start": os.getloadavg()}
+    t0 = time.time()
+    if not args.evaluate_only:
+        jobs = [(recipe, pair) for recipe in recipes for pair in pairs]
+        codes = []
+        for start in range(0, len(jobs), args.parallel):
+            procs = [subprocess.Popen([sys.executable, __file__, "--work", str(args.work), "--budgets", args.budgets,
+                                       "--threads", str(args.threads), "--job", recipe, pair], cwd=ROOT)
+                     for recipe, pair in jobs[start:start + args.parallel]]
+            codes += [proc.wait() for proc in procs]
+        if any(codes):
+            print(json.dumps({"error": f"training exit codes {codes}"}))
+            return 1
+    load["after_training"] = os.getloadavg()
+    if args.train_only:
+        print(json.dumps({"bench": "likeness", "trained": recipes, "loadavg": load}))
+        return 0
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    results: dict = {}
+    for recipe in recipes:
+        for pair in pairs:
+            folder = args.work / "runs" / recipe / pair
+            for budget in budgets:
+                snapshot = folder / "snapshots" / f"{budget:g}min"
+                if snapshot.is_dir():
+                    results.setdefault(recipe, {}).setdefault(pair, {})[f"{budget:g}"] = evaluate_snapshot(
+                        args.work, pair, snapshot, args.frames)
+    load["end"] = os.getloadavg()
+    out = {"bench": "likeness", "budgets_min": budgets, "threads_per_training": args.threads,
+           "concurrent_trainings": args.parallel,
+           "trainings": {f"{r}/{p}": json.loads((args.work / "runs" / r / p / "bench.json").read_text())
+                         for r in recipes for p in pairs if (args.work / "runs" / r / p / "bench.json").is_file()}, "frames": args.frames or "all",
+           "recipes": {r: RECIPES[r] for r in recipes}, "results": results, "loadavg": load,
+           "seconds": round(time.time() - t0, 1)}
+    (args.work / "likeness.json").write_text(json.dumps(out, indent=1, default=str))
+    plot(results, budgets, args.work / "likeness.png")
+    print(json.dumps(out, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
