@@ -170,7 +170,8 @@ def training_state(folder: str | os.PathLike, meta: dict, color: bool = False) -
 
 
 def summary(folder: str | os.PathLike) -> dict | None:
-    """{"iteration", "preset", "resolution", "batch_size"} of a saved model; None when there is none.
+    """{"iteration", "minutes" (of training), "preset", "resolution", "batch_size"} of a saved model; None
+    when there is none.
 
     Reads the JSON only (no weights), so polling pages can call it.
     """
@@ -181,7 +182,7 @@ def summary(folder: str | os.PathLike) -> dict | None:
     except UserError:
         return None
     model, state = config["model"], TrainingState.from_meta(config.get("meta", {}), rows=[])
-    return {"iteration": state.iteration, "preset": model.get("preset"), "resolution": model.get("resolution"),
+    return {"iteration": state.iteration, "minutes": state.seconds / 60.0, "preset": model.get("preset"), "resolution": model.get("resolution"),
             "batch_size": state.settings.get("batch_size")}
 
 

@@ -40,6 +40,9 @@ def render(studio: Studio) -> SimpleNamespace:
         iterations = gr.Number(value=initial["iterations"], precision=0, minimum=1, label="Iteration target",
                                info="training stops here; Resume continues towards a raised target",
                                elem_id="train-iterations")
+        minutes = gr.Number(value=initial["minutes"] or 0, precision=1, minimum=0, label="Time budget (minutes)",
+                            info="training time to stop at (all runs of the model together); 0: no limit",
+                            elem_id="train-minutes")
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
             preview_every = gr.Number(value=initial["preview_every"], precision=0, minimum=1,
@@ -68,7 +71,7 @@ def render(studio: Studio) -> SimpleNamespace:
                              elem_id="train-import-file")
             do_import = gr.Button("Import model", elem_id="train-import")
     timer = gr.Timer(POLL_S)
-    return SimpleNamespace(preset=preset, preset_info=preset_info, batch=batch, iterations=iterations,
+    return SimpleNamespace(preset=preset, preset_info=preset_info, batch=batch, iterations=iterations, minutes=minutes,
                            preview_every=preview_every, save_every=save_every, start=start, stop=stop,
                            resume=resume, bar=bar, status=status, chart=chart, preview=preview, export=export,
                            exported=exported, upload=upload, do_import=do_import, timer=timer,
@@ -76,15 +79,16 @@ def render(studio: Studio) -> SimpleNamespace:
 
 
 def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
-    def launch(name, preset, batch, iterations, preview_every, save_every, resume, request):
+    def launch(name, preset, batch, iterations, minutes, preview_every, save_every, resume, request):
         proj = studio.project(request, name)
         try:
-            config = _config(studio, proj, preset, batch, iterations, preview_every, save_every, resume)
+            config = _config(studio, proj, preset, batch, iterations, minutes, preview_every, save_every, resume)
             history = model_folder.loss_history(proj.model_dir) if resume else []  # the chart goes on where it ended
             job = studio.jobs.submit(proj.owner, proj.name, "train", _train_job(config, history), lane="train",
                                      info={"preset": config.preset or model_folder.summary(proj.model_dir)["preset"],
                                            "batch_size": config.batch_size,
-                                           "iterations": config.iterations, "preview_every": config.preview_every,
+                                           "iterations": config.iterations, "minutes": config.minutes or 0,
+                                           "preview_every": config.preview_every,
                                            "save_every": config.save_every})
         except UserError as err:
             raise gr.Error(str(err)) from err
@@ -120,18 +124,18 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
     def form(name, request: gr.Request):
         """The settings of the project's newest run (or its saved model), so a reload shows what runs."""
         if not name:
-            return [gr.skip()] * 5
+            return [gr.skip()] * 6
         proj = studio.project(request, name)
         job = studio.jobs.find(proj.owner, proj.name, "train")
         if job is not None:
-            keys = ("preset", "batch_size", "iterations", "preview_every", "save_every")
+            keys = ("preset", "batch_size", "iterations", "minutes", "preview_every", "save_every")
             return [job.info[k] if k in job.info else gr.skip() for k in keys]
         summary = model_folder.summary(proj.model_dir)
         if summary is None:
-            return [gr.skip()] * 5
+            return [gr.skip()] * 6
         batch = summary["batch_size"] or gr.skip()
         return [summary["preset"] if summary["preset"] in PRESETS else gr.skip(), batch, gr.skip(), gr.skip(),
-                gr.skip()]
+                gr.skip(), gr.skip()]
 
     def export(name, request: gr.Request):
         proj = studio.project(request, name)
@@ -153,14 +157,14 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
             raise gr.Error(str(err)) from err
         return None, {}
 
-    settings = [ui.preset, ui.batch, ui.iterations, ui.preview_every, ui.save_every]
+    settings = [ui.preset, ui.batch, ui.iterations, ui.minutes, ui.preview_every, ui.save_every]
     poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.status, ui.chart, ui.preview, ui.seen])
     ui.preset.change(_preset_text, inputs=ui.preset, outputs=ui.preset_info)
-    def start(name, preset, batch, iterations, preview_every, save_every, request: gr.Request):
-        return launch(name, preset, batch, iterations, preview_every, save_every, False, request)
+    def start(name, preset, batch, iterations, minutes, preview_every, save_every, request: gr.Request):
+        return launch(name, preset, batch, iterations, minutes, preview_every, save_every, False, request)
 
-    def resume(name, preset, batch, iterations, preview_every, save_every, request: gr.Request):
-        return launch(name, preset, batch, iterations, preview_every, save_every, True, request)
+    def resume(name, preset, batch, iterations, minutes, preview_every, save_every, request: gr.Request):
+        return launch(name, preset, batch, iterations, minutes, preview_every, save_every, True, request)
 
     ui.start.click(start, inputs=[project, *settings], outputs=ui.seen).then(poll, **poll_io)
     ui.resume.click(resume, inputs=[project, *settings], outputs=ui.seen).then(poll, **poll_io)
@@ -176,7 +180,8 @@ def _preset_text(name: str) -> str:
     return f"{info.description}. **Cost:** {info.cost}; {info.resolution} px faces." if info else ""
 
 
-def _config(studio: Studio, proj: Project, preset, batch, iterations, preview_every, save_every, resume: bool):
+def _config(studio: Studio, proj: Project, preset, batch, iterations, minutes, preview_every, save_every,
+            resume: bool):
     for side in ("A", "B"):
         if face_count(proj.faces(side)) == 0:
             raise UserError(f"face set {side} is empty: extract faces of {side} first (Face sets tab)")
@@ -192,8 +197,16 @@ def _config(studio: Studio, proj: Project, preset, batch, iterations, preview_ev
                         "target above that, then Resume")
     if iterations < 1 or int(batch) < 1:
         raise UserError("iteration target and batch size must be at least 1")
+    minutes = float(minutes or 0)
+    if minutes < 0:
+        raise UserError("the time budget must be 0 (no limit) or more minutes")
+    spent = (summary or {}).get("minutes") or 0.0
+    if resume and minutes and minutes <= spent:
+        raise UserError(f"the model has trained {spent:.1f} minutes already: raise the time budget above that "
+                        "(or set it to 0), then Resume")
     return TrainConfig(faces_a=str(proj.faces("A")), faces_b=str(proj.faces("B")), model_dir=str(proj.model_dir),
-                       preset=None if resume else preset, iterations=iterations, batch_size=int(batch),
+                       preset=None if resume else preset, iterations=iterations, minutes=minutes or None,
+                       batch_size=int(batch),
                        resume=resume, device=studio.device, preview_every=max(1, int(preview_every or 1)),
                        save_every=max(1, int(save_every or 1)))
 
@@ -226,15 +239,22 @@ def _status(studio: Studio, proj: Project, job: Job | None) -> tuple[str, str]:
     if event is None:
         return progress_bar(0, job.state), f"**{job.state}**: {job.message} ({saved})"
     speed = event.metrics.get("examples_per_s")
+    left = event.time_left_s
     parts = [f"iteration **{event.step}** / {event.total}",
              f"{speed:.1f} examples/s" if speed else None,
              f"ETA {format_eta(event.eta_s)}" if job.state == RUNNING else None,
+             f"{format_eta(left)} of the time budget left" if left is not None and job.state == RUNNING else None,
              f"loss A {event.metrics['loss_a']:.4f}, B {event.metrics['loss_b']:.4f}"
              if event.metrics.get("loss_a") is not None else None]
     line = " · ".join(p for p in parts if p)
     head = "**running**" if job.state == RUNNING else f"**{job.state}**: {job.message}"
     text = f"{event.step}/{event.total} it" + (f", ETA {format_eta(event.eta_s)}" if job.state == RUNNING else "")
-    return progress_bar(event.fraction, text), f"{head} — {line}" + ("" if job.state == RUNNING else f" ({saved})")
+    fraction = event.fraction
+    budget = 60.0 * float(job.info.get("minutes") or 0)
+    if left is not None and budget > 0:  # the sooner of the two ends decides how full the bar is
+        fraction = max(fraction or 0.0, 1.0 - left / budget)
+        text += f", {format_eta(left)} left" if job.state == RUNNING else ""
+    return progress_bar(fraction, text), f"{head} — {line}" + ("" if job.state == RUNNING else f" ({saved})")
 
 
 def _chart(points: list[tuple[float, float, float]]) -> pd.DataFrame | None:

@@ -1,0 +1,37 @@
+"""The Train tab's time budget: asked for in the form, checked against the model, shown while it runs."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from engine.errors import UserError
+from engine.progress import Progress
+from webapp.jobs import RUNNING
+from webapp.tabs import train as train_tab
+
+
+def running_job(minutes: float, left_s: float, step: int = 50, total: int = 100_000):
+    event = Progress(job="train", step=step, total=total, eta_s=left_s, time_left_s=left_s,
+                     metrics={"loss_a": 0.1, "loss_b": 0.2, "examples_per_s": 90.0})
+    return SimpleNamespace(state=RUNNING, progress=event, info={"minutes": minutes}, message="")
+
+
+def test_the_bar_fills_with_the_time_budget_and_says_what_is_left(tmp_path):
+    proj = SimpleNamespace(model_dir=tmp_path / "model")
+    bar, status = train_tab._status(None, proj, running_job(minutes=10, left_s=150))
+    assert "2 min 30 s of the time budget left" in status
+    assert "width:75.0%" in bar and "2 min 30 s left" in bar
+    bar, status = train_tab._status(None, proj, running_job(minutes=0, left_s=None, step=50, total=100))
+    assert "width:50.0%" in bar and "time budget" not in status
+
+
+def test_the_form_turns_minutes_into_the_run_budget(faceset_a, faceset_b, tmp_path):
+    sets = {"A": faceset_a, "B": faceset_b}
+    proj = SimpleNamespace(faces=sets.__getitem__, model_dir=tmp_path / "model")
+    studio = SimpleNamespace(device="cpu")
+    assert train_tab._config(studio, proj, "lite", 8, 100, 5, 10, 10, False).minutes == 5.0
+    assert train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, False).minutes is None
+    with pytest.raises(UserError, match="time budget"):
+        train_tab._config(studio, proj, "lite", 8, 100, -1, 10, 10, False)
