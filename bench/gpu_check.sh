@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU check (docs/benchmarks.md, "GPU check"): at most 8 minutes on one GPU, one JSON line.
+#
+#   bash bench/gpu_check.sh prepare     here, once: wheels the GPU image lacks and the shared pair's
+#                                       training face sets and clip into .gpu/ (git-ignored)
+#   bash bench/gpu_check.sh run         there, through the device tool with carry [".gpu/wheels", ".gpu/train"]:
+#                                       speed per preset, 5 minutes of the GPU default with snapshots
+#                                       at 2 and 5 minutes, swap fps at 1080p; JSON + snapshots in $OUT
+#   bash bench/gpu_check.sh score DIR   here, on the files that came back: the likeness figures
+#                                       (dlib judges, as bench/likeness.py measures them)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+here_python=.venv/bin/python
+case "${1:-}" in
+  prepare)
+    mkdir -p .gpu/wheels
+    # what the GPU image (Python 3.12, torch, opencv, scikit-image, scipy, safetensors, tqdm) lacks
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+      -d .gpu/wheels av==18.1.0 kornia kornia_rs facenet-pytorch==2.6.0
+    "$here_python" bench/gpu_check.py prepare
+    du -sh .gpu
+    ;;
+  run)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl
+    export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+    timeout 480 python3 bench/gpu_check.py device --out "${OUT:-gpu_check_out}" "${@:2}"
+    ;;
+  score)
+    "$here_python" bench/gpu_check.py score "${2:?the folder of the files the run returned}"
+    ;;
+  *)
+    echo "usage: bash bench/gpu_check.sh prepare | run | score DIR" >&2
+    exit 2
+    ;;
+esac
