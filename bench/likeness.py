@@ -61,7 +61,7 @@ def prepare(work: Path, pair: str) -> tuple[Path, Path, Path, Path]:
     """Face sets of the pair (extracted once) and their training splits -> (A, B, train A, train B)."""
     import numpy as np
 
-    from engine.faces.faceset import FaceSet
+    from engine.faces.faceset import FaceSet, write_subset
 
     spec = PAIRS[pair]
     name_a, name_b = Path(spec["video"]).stem, Path(spec["people"]).name
@@ -74,26 +74,9 @@ def prepare(work: Path, pair: str) -> tuple[Path, Path, Path, Path]:
         sets[name] = folder
     n_a, n_b = len(FaceSet(sets[name_a])), len(FaceSet(sets[name_b]))
     train_a, train_b = work / f"{name_a}_train", work / f"{name_b}_train"
-    split(sets[name_a], train_a, np.arange(n_a - spec["hold_out_a"], n_a))
-    split(sets[name_b], train_b, np.arange(HOLD_OUT_B_EVERY - 1, n_b, HOLD_OUT_B_EVERY))
+    write_subset(sets[name_a], train_a, np.arange(n_a - spec["hold_out_a"], n_a))
+    write_subset(sets[name_b], train_b, np.arange(HOLD_OUT_B_EVERY - 1, n_b, HOLD_OUT_B_EVERY))
     return sets[name_a], sets[name_b], train_a, train_b
-
-
-def split(source: Path, out: Path, held_out) -> int:
-    """Write the faces of `source` not in `held_out` (indices) as a new face set; -> faces kept."""
-    from engine.faces.faceset import FaceSet
-
-    if (out / "faces.json").is_file():
-        return len(FaceSet(out))
-    src = FaceSet(source)
-    dst = FaceSet(out, size=src.size, coverage=src.coverage, create=True)
-    images, skip = src.load_images(), set(int(i) for i in held_out)
-    for i, entry in enumerate(src.entries):
-        if i not in skip:
-            dst.add(dict(entry), images[i])
-    dst.detector = src.detector
-    dst.save()
-    return len(dst)
 
 
 def train_job(work: Path, recipe: str, pair: str, budgets: list[float], threads: int) -> None:

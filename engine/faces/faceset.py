@@ -126,3 +126,20 @@ def faceset_stamp(path: str | Path) -> int:
         return (Path(path) / INDEX).stat().st_mtime_ns
     except OSError:
         return 0
+
+
+def write_subset(source: str | Path, out: str | Path, held_out) -> int:
+    """Write the faces of `source` not in `held_out` (indices) as a new face set `out`, for training
+    while keeping faces aside to measure on; an `out` already there is kept. -> faces in `out`."""
+    out = Path(out)
+    if (out / INDEX).is_file():
+        return len(FaceSet(out))
+    src = FaceSet(source)
+    dst = FaceSet(out, size=src.size, coverage=src.coverage, create=True)
+    images, skip = src.load_images(), {int(i) for i in held_out}
+    for i, entry in enumerate(src.entries):
+        if i not in skip:
+            dst.add(dict(entry), images[i])
+    dst.detector = src.detector
+    dst.save()
+    return len(dst)
