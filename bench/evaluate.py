@@ -23,7 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.evaluate.run import EvaluateOptions, evaluate  # noqa: E402
+from engine.evaluate.options import EvaluateOptions  # noqa: E402
+from engine.evaluate.run import evaluate  # noqa: E402
 from engine.faces.faceset import FaceSet  # noqa: E402
 from engine.train import TrainConfig, train  # noqa: E402
 

@@ -5,7 +5,7 @@ clips: 135 frames of a 6.13 s clip written at its nominal 30 fps last 4.5 s and 
 audio. So each frame goes to libx264 with its source timestamp, in the source's time base, through
 PyAV (FFmpeg's libraries in-process): the frame count, frame times and duration match the source's,
 and the output reports the same nominal rate (tbr). The timestamps come from the source's packets
-(`frame_times`), read without decoding.
+(`engine.video_reader`'s `VideoInfo.times`, read without decoding): this module only writes.
 
 The same PyAV container also muxes the audio, interleaved as the video advances: packets copied
 when MP4 holds their codec, else decoded and re-encoded to AAC. One muxer for both writes the file
@@ -16,10 +16,7 @@ in one pass, with no second ffmpeg process, no video-only temporary file and one
 from __future__ import annotations
 
 import contextlib
-import re
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,73 +24,9 @@ import av
 import numpy as np
 
 from engine.errors import UserError
-from engine.media import ffmpeg_exe
 
 # audio codecs the MP4 muxer takes as they are; anything else is re-encoded to AAC
 MP4_AUDIO_CODECS = {"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"}
-_DISCARD_FLAG = 0x4  # AV_PKT_FLAG_DISCARD: packets an edit list hides, never shown as frames
-_DAMAGE_SIGNS = ("partial file", "Invalid data", "moov atom not found", "truncat", "corrupt")
-
-
-@dataclass(frozen=True)
-class FrameTimes:
-    """Presentation times (s) of a video's frames, the last frame's duration, and the stream time base."""
-
-    times: np.ndarray
-    last_duration: float
-    time_base: Fraction
-    damage: str | None = None  # ffmpeg's complaint when the stream is cut short or broken
-
-    def time_of(self, index: int) -> float:
-        """Time of frame `index`; frames past the known list continue at the last frame's pace."""
-        if index < len(self.times):
-            return float(self.times[index])
-        return float(self.times[-1] + (index - len(self.times) + 1) * self.last_duration)
-
-    def duration_of(self, index: int) -> float:
-        if index + 1 < len(self.times):
-            return float(self.times[index + 1] - self.times[index])
-        return self.last_duration
-
-
-def frame_times(path: str | Path, fps: float) -> FrameTimes:
-    """Frame times from the packets of the first video stream (`ffmpeg -c copy -f framecrc`: no decoding).
-
-    Falls back to a constant `fps` (the nominal rate) when the stream carries no usable timestamps,
-    e.g. a raw elementary stream. Reading every packet also finds truncated files, which the decoder
-    would end early without an error.
-    """
-    proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path),
-                           "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"],
-                          capture_output=True, text=True, errors="replace")
-    time_base, packets = None, []
-    for line in proc.stdout.splitlines():
-        if line.startswith("#tb 0:"):
-            time_base = Fraction(line.split(":", 1)[1].strip())
-        elif line and not line.startswith("#"):
-            fields = [f.strip() for f in line.split(",")]
-            flags = int(fields[6].removeprefix("F="), 16) if len(fields) > 6 and fields[6].startswith("F=") else 0
-            if flags & _DISCARD_FLAG:
-                continue
-            try:
-                packets.append((int(fields[2]), int(fields[3])))
-            except (ValueError, IndexError):  # NOPTS and friends: no usable timing
-                packets = []
-                break
-    damage = next((re.sub(r"^(\[[^\]]*\]\s*)+", "", line.strip()) for line in proc.stderr.splitlines()
-                   if any(sign in line for sign in _DAMAGE_SIGNS)), None)
-    fps = fps if fps > 0 else 25.0
-    if proc.returncode != 0 or time_base is None or not packets:
-        return FrameTimes(np.arange(1, dtype=np.float64), 1.0 / fps, Fraction(1, 90_000), damage)
-    packets.sort()
-    pts = np.array([p for p, _ in packets], dtype=np.int64)
-    steps = np.arange(len(pts))
-    pts = np.maximum.accumulate(pts - steps) + steps  # strictly increasing: equal times break the muxer
-    last = packets[-1][1] or (int(pts[-1] - pts[-2]) if len(pts) > 1 else 0)
-    last_duration = float(last * time_base) if last > 0 else 1.0 / fps
-    times = pts.astype(np.float64) * float(time_base)
-    # a few files start below zero (edit lists hiding encoder delay); the writer counts from 0
-    return FrameTimes(times - min(0.0, times[0]), last_duration, time_base, damage)
 
 
 class TimedVideoWriter:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def frames(data_dir):
     """The first 6 frames of talk2.mp4 (identity A), as the destination video."""
-    from engine.media import read_frames
+    from engine.video_reader import read_frames
 
     out = []
     for index, frame in read_frames(data_dir / "video" / "talk2.mp4"):
@@ -34,7 +34,8 @@ def placed(frames, mtcnn):
     """Where a swap would paste in each frame: MTCNN landmarks, the swap's matrix and blend mask."""
     from engine.faces import align
     from engine.swap.masks import blend_mask
-    from engine.swap.pipeline import BLEND_SIZE, SwappedFace
+    from engine.swap.pipeline import SwappedFace
+    from engine.swap.settings import BLEND_SIZE
     from engine.train.augment import MODEL_COVERAGE
 
     mask = blend_mask(BLEND_SIZE, MODEL_COVERAGE, blur=6)
@@ -156,7 +157,7 @@ def test_flicker_is_one_for_an_identity_swap_and_above_one_for_a_shimmering_one(
 
 
 def test_sample_clips_are_runs_of_consecutive_frames_spread_over_the_video():
-    from engine.evaluate.run import sample_clips
+    from engine.evaluate.inputs import sample_clips
 
     assert sample_clips(10, None) == [list(range(10))]
     assert sample_clips(10, 50) == [list(range(10))]
@@ -227,7 +228,7 @@ def test_verification_passes_unseen_real_b_faces_and_fails_a_and_a_blurred_b(fac
 def test_an_identity_swap_keeps_landmarks_pose_sharpness_seams_and_flicker(frames, placed, analyzer, faceset_a,
                                                                          faceset_b):
     """'Swapping' with the identity function: NME 0, pose 0, sharpness 1, seam 1, flicker 1, still A."""
-    from engine.evaluate.run import FrameMeter
+    from engine.evaluate.meter import FrameMeter
     from engine.faces.faceset import FaceSet
 
     emb = {}
@@ -283,16 +284,18 @@ def held_out_model(faceset_a, faceset_b, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip(data_dir, tmp_path_factory):
-    """The first 10 frames of talk2.mp4 at half size (422 px) with its audio: a short destination."""
-    from engine.media import read_frames
-    from engine.video_writer import VideoWriter
+    """The first 10 frames of talk2.mp4 at half size (422 px), at its frame times: a short destination."""
+    from engine.video_reader import probe_video, read_frames
+    from engine.video_writer import TimedVideoWriter
 
     path = tmp_path_factory.mktemp("clip") / "talk2_10.mp4"
-    with VideoWriter(path, 422, 422, 25) as writer:
-        for index, frame in read_frames(data_dir / "video" / "talk2.mp4"):
-            writer.write(cv2.resize(frame, (422, 422), interpolation=cv2.INTER_AREA))
-            if index == 9:
-                break
+    source = probe_video(data_dir / "video" / "talk2.mp4")
+    writer = TimedVideoWriter(path, 422, 422, time_base=source.times.time_base)
+    for index, frame in read_frames(source):
+        writer.write(cv2.resize(frame, (422, 422), interpolation=cv2.INTER_AREA), source.times.time_of(index))
+        if index == 9:
+            break
+    writer.close(source.times.duration_of(9))
     return path
 
 
@@ -335,7 +338,7 @@ def test_evaluate_command_writes_report_with_every_figure(held_out_model, clip, 
 
 
 def test_held_out_faces_are_those_missing_from_the_recorded_training_set(faceset_a, tmp_path):
-    from engine.evaluate.run import held_out
+    from engine.evaluate.inputs import held_out
     from engine.faces.faceset import FaceSet
 
     full = FaceSet(faceset_a)

@@ -129,9 +129,23 @@ def test_a_new_mode_registers_in_one_place(faces, monkeypatch):
     monkeypatch.setattr(swap_color, "COLOR_MODES", dict(COLOR_MODES))
 
     @register_color_mode("invert")
-    def _invert(gen, dst, weights):
-        return 255.0 - gen.astype(np.float32)
+    def _invert(gen, dst, weights):  # batches of (N, 3, H, W) faces in [0, 1]
+        return 1.0 - gen
 
     np.testing.assert_array_equal(correct_color(generated, destination, mask, "invert"), 255 - generated)
     with pytest.raises(ValueError, match="already registered"):
         register_color_mode("invert")(_invert)
+
+
+@pytest.mark.parametrize("mode", sorted(COLOR_MODES))
+def test_a_batch_is_corrected_face_by_face(faces, mode):
+    """The swap corrects all faces of a frame batch in one call: each face as if alone, on its own statistics."""
+    import torch
+
+    generated, destination, mask = faces
+    flipped = np.ascontiguousarray(destination[:, ::-1])
+    batch = swap_color.correct_faces(swap_color.to_tensor(np.stack([generated, generated])),
+                                     swap_color.to_tensor(np.stack([destination, flipped])),
+                                     torch.from_numpy(mask), mode, 0.7)
+    alone = [correct_color(generated, d, mask, mode, 0.7) for d in (destination, flipped)]
+    assert np.abs(swap_color.to_uint8(batch).astype(int) - np.stack(alone)).max() <= 1

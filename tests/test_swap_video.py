@@ -14,11 +14,12 @@ import pytest
 from engine.cli import main as cli_main
 from engine.errors import UserError
 from engine.faces.mtcnn import MTCNNDetector
-from engine.media import ffmpeg_exe, probe_video, read_frames
+from engine.media import ffmpeg_exe
 from engine.progress import StopFlag
-from engine.swap.pipeline import DETECT_SIZE, Swapper, SwapSettings
-from engine.swap.video import swap_video
-from engine.video_writer import frame_times
+from engine.swap.pipeline import Swapper
+from engine.swap.settings import DETECT_SIZE, SwapSettings
+from engine.swap.video import swap_frames, swap_video
+from engine.video_reader import probe_video, read_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -89,7 +90,7 @@ def test_full_talk1_keeps_frames_size_timing_and_audio_and_changes_only_the_face
     assert abs(info.duration - src_info.duration) <= 0.1
     # variable frame rate kept: nominal 30 fps (tbr) and the 22.13 fps average, frame by frame
     assert info.fps == pytest.approx(30.0) and info.avg_fps == pytest.approx(src_info.avg_fps, abs=0.05)
-    assert np.abs(frame_times(out, 30).times - frame_times(source, 30).times).max() < 1e-3
+    assert np.abs(info.times.times - src_info.times.times).max() < 1e-3
     assert sum("Audio: aac" in line for line in _stream_lines(out)) == 1
     assert events[-1].done and events[-1].step == 135 and events[-1].metrics["fps"] > 0
     assert events[0].preview is not None and events[0].unit == "frame"
@@ -170,11 +171,28 @@ def test_stop_and_broken_videos_leave_nothing_at_out_and_the_batch_goes_on(swapp
     assert imageio_ffmpeg.count_frames_and_secs(str(outdir / "talk1_short.mp4"))[0] == 40
 
 
+def test_sampled_runs_go_through_the_videos_own_tracking_and_smoothing(swapper, short_clip, tmp_path):
+    """`swap_frames` on runs (what `evaluate --frames` measures): each run starts its tracking afresh at its
+    first frame and is smoothed at the frames' own times, like the whole video from frame 0."""
+    info = probe_video(short_clip)
+    whole = swap_video(swapper, short_clip, tmp_path / "whole.mp4", smooth=0.6, keep_faces=True, probe=info)
+    runs = [list(range(0, 5)), list(range(5, 10)), list(range(30, 35))]
+    frames = [f for batch in swap_frames(swapper, info, runs=runs, smooth=0.6, batch_size=3) for f in batch]
+    assert [f.index for f in frames] == [i for run in runs for i in run]
+    assert [f.index for f in frames if f.first] == [0, 5, 30] and all(f.detected for f in frames)
+    for f in frames[:5]:  # the first run is the video's own start: the same faces, where they went
+        assert np.allclose(f.faces[0].landmarks, whole.faces[f.index][0].landmarks)
+    # a run starting later has no smoothing history: its first frame is the raw detection
+    raw = swap_video(swapper, short_clip, tmp_path / "raw.mp4", smooth=0.0, keep_faces=True, probe=info)
+    assert np.allclose(frames[10].faces[0].landmarks, raw.faces[30][0].landmarks)
+    assert not np.allclose(frames[10].faces[0].landmarks, whole.faces[30][0].landmarks)
+
+
 def test_frame_times_follow_the_source_packets(data_dir):
-    times = frame_times(data_dir / "video" / "talk1.mp4", 30.0)
+    times = probe_video(data_dir / "video" / "talk1.mp4").times
     assert len(times.times) == 135 and np.all(np.diff(times.times) > 0)
     assert times.times[0] == pytest.approx(0.033, abs=1e-3)
     assert times.times[-1] + times.last_duration == pytest.approx(6.133, abs=1e-3)
     assert set(np.round(np.diff(times.times) * 30).astype(int)) == {1, 2}  # 30 fps with dropped frames
-    cfr = frame_times(data_dir / "video" / "talk2.mp4", 25.0)
+    cfr = probe_video(data_dir / "video" / "talk2.mp4").times
     assert len(cfr.times) == 125 and np.allclose(np.diff(cfr.times), 0.04)

@@ -7,6 +7,10 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from engine.evaluate.options import CLIP, EvaluateOptions
+    from engine.swap.command import add_threads_argument
+
+    defaults = EvaluateOptions  # the class's field defaults: one home for the CLI's, the web app's and the library's
     p.add_argument("-m", "--model", required=True, metavar="MODEL", help="model folder written by `train`")
     p.add_argument("--video", required=True, metavar="DEST_VIDEO",
                    help="destination video: its faces (identity A) are swapped to B")
@@ -14,31 +18,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--faces-a", metavar="SET", help="face set of A (default: the one the model trained on)")
     p.add_argument("--faces-b", metavar="SET", help="face set of B (default: the one the model trained on)")
     p.add_argument("--frames", type=int, metavar="N",
-                   help="measure a sample of about N frames, in runs of 5 consecutive frames (default: all)")
-    p.add_argument("--reference-faces", type=int, default=120, metavar="N",
-                   help="faces per set embedded for the identity means (default: 120)")
-    p.add_argument("--strip", type=int, default=6, metavar="N", help="frame pairs shown in the report (default: 6)")
-    p.add_argument("--smooth", type=float, default=0.5, metavar="S", help="landmark smoothing, as for swap")
-    p.add_argument("--detector", default="auto", choices=["auto", "mtcnn", "retinaface"])
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="CPU threads for the model and detector; 0 = one less than the cores, as for swap")
+                   help=f"measure a sample of about N frames, in runs of {CLIP} consecutive frames (default: all)")
+    p.add_argument("--reference-faces", type=int, default=defaults.reference_faces, metavar="N",
+                   help="faces per set embedded for the identity means (default: %(default)s)")
+    p.add_argument("--strip", type=int, default=defaults.strip, metavar="N",
+                   help="frame pairs shown in the report (default: %(default)s)")
+    p.add_argument("--smooth", type=float, default=defaults.smooth, metavar="S",
+                   help="landmark smoothing, as for swap (default: %(default)s)")
+    p.add_argument("--detector", default=defaults.detector, choices=["auto", "mtcnn", "retinaface"])
+    p.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    add_threads_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    import torch
-
     from engine.errors import UserError
-    from engine.evaluate.run import EvaluateOptions, evaluate
+    from engine.evaluate.options import EvaluateOptions
+    from engine.evaluate.run import evaluate
     from engine.progress import TqdmListener
+    from engine.swap.command import use_threads
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: pass a folder for the report")
-    if args.threads < 0:
-        raise UserError(f"--threads {args.threads}: use 0 (automatic) or more")
+    use_threads(args.threads)  # swap's rule, so speeds compare
     if args.reference_faces < 2:
         raise UserError(f"--reference-faces {args.reference_faces}: use 2 or more")
     options = EvaluateOptions(
@@ -46,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
         faces_a=Path(args.faces_a) if args.faces_a else None, faces_b=Path(args.faces_b) if args.faces_b else None,
         frames=args.frames, reference_faces=args.reference_faces, strip=args.strip, smooth=args.smooth,
         device=args.device, detector=args.detector)
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))  # swap's rule, so speeds compare
     bar = TqdmListener(desc="evaluate")
     try:
         report = evaluate(options, listeners=[bar])

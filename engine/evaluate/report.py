@@ -1,5 +1,6 @@
-"""Write an evaluation's report: report.json (every figure), report.html (figures beside a strip of
-destination/swapped faces and per-frame plots), and the PNGs the page shows.
+"""An evaluation's report: assembled from the per-frame records (`build_report`), then written as
+report.json (every figure), report.html (figures beside a strip of destination/swapped faces,
+`StripCollector`, and per-frame plots), and the PNGs the page shows; and read back for the web app.
 
 Every file is written atomically, so a crash never leaves a report that looks whole but is not.
 Non-finite numbers (a frame without a face, PSNR of identical images) are written as JSON null.
@@ -10,12 +11,19 @@ from __future__ import annotations
 import html
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from engine import atomic
+
+from . import metrics as M
+from .inputs import spread
+from .meter import FrameRecord, main_face, region_box
+
+STRIP_SIDE = 192  # px, height of each close-up in the report's strip
 
 # (key in summary, label, what it means / what good looks like)
 ROWS = [
@@ -50,6 +58,121 @@ PLOTS = [
     ("temporal.png", "Warping error between consecutive frames",
      [("warping_error_swapped", "swapped"), ("warping_error_destination", "destination")], "mean |error| (0-255)"),
 ]
+
+
+@dataclass
+class SwapFacts:
+    """What the report says of the swap: the frames measured, which runs, how long it took and what was timed."""
+
+    count: int  # frames that will be measured
+    clips: list[list[int]]
+    what: str
+    output: str | None = None  # the swapped video, when the whole video was swapped
+    seconds: float = 0.0
+    stages: dict = field(default_factory=dict)
+
+
+class StripCollector:
+    """Keeps face close-ups of a few evenly spread frames for the report's destination/swapped strip."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.wanted: set[int] = set()
+        self.pairs: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+    def plan(self, indices: list[int]) -> None:
+        self.wanted = {indices[i] for i in spread(len(indices), self.count)}
+
+    def offer(self, index: int, dest: np.ndarray, swapped: np.ndarray, faces: list) -> None:
+        face = main_face(faces)
+        if index not in self.wanted or face is None:
+            return
+        y0, y1, x0, x1 = region_box(face.region(dest.shape), 0)
+        pad = (y1 - y0) // 4
+        y0, y1 = max(0, y0 - pad), min(dest.shape[0], y1 + pad)
+        x0, x1 = max(0, x0 - pad), min(dest.shape[1], x1 + pad)
+        scale = STRIP_SIDE / max(1, y1 - y0)
+        size = (max(1, round((x1 - x0) * scale)), STRIP_SIDE)
+        self.pairs.append((index, cv2.resize(dest[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA),
+                           cv2.resize(swapped[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA)))
+
+
+def _mean(values) -> float:
+    v = np.asarray(list(values), dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else math.nan
+
+
+def build_report(options, facts: dict, records: list[FrameRecord], refs: dict, threshold: float,
+                 recon: dict, swap: SwapFacts, seconds: float) -> dict:
+    """The report as a JSON-able dict: headline figures in `summary`, details and per-frame series.
+
+    `options` is the job's `EvaluateOptions` (its model and video are named in the report).
+    """
+    faced = [r for r in records if r.face]
+    pose = np.array([r.pose for r in faced]).reshape(-1, 4)
+    pose_mean = [_mean(pose[:, k]) for k in range(4)]
+    warp_s = np.array([r.warp_swapped for r in records])
+    warp_d = np.array([r.warp_destination for r in records])
+    fps = swap.count / swap.seconds if swap.seconds > 0 else math.nan
+    summary = {
+        "id_retrieval": _mean(r.retrieved for r in faced),
+        "id_verified": _mean(r.verified for r in faced),
+        "id_similarity_target": _mean(r.sim_target for r in faced),
+        "id_similarity_source": _mean(r.sim_source for r in faced),
+        "id_similarity_target_real": _mean(M.leave_one_out_similarity(refs["b"])),
+        "id_jitter": M.jitter([r.sim_target for r in faced]),
+        "landmark_nme": _mean(r.nme for r in faced),
+        "pose_error_deg": pose_mean[3],
+        "ssim_a": recon["a"]["ssim"], "psnr_a": recon["a"]["psnr"],
+        "ssim_b": recon["b"]["ssim"], "psnr_b": recon["b"]["psnr"],
+        "sharpness_ratio": _mean(r.sharpness for r in faced),
+        "seam_score": _mean(r.seam for r in faced),
+        "flicker": M.flicker_ratio(warp_s, warp_d),
+        "seconds": swap.seconds, "fps": fps,
+    }
+    return {
+        "status": "done",
+        "model": str(options.model), "video": str(options.video),
+        "model_facts": facts,
+        "frames": {"measured": len(records), "with_face": len(faced), "sampled": swap.output is None,
+                   "clips": [[c[0], c[-1]] for c in swap.clips]},
+        "summary": summary,
+        "identity": {
+            "faces_a": len(refs["a"]), "faces_b": len(refs["b"]),
+            "real_b_leave_one_out": summary["id_similarity_target_real"],
+            "real_a_leave_one_out": _mean(M.leave_one_out_similarity(refs["a"])),
+            "destination_similarity_target": _mean(r.dest_sim_target for r in faced),
+            "destination_similarity_source": _mean(r.dest_sim_source for r in faced),
+            "destination_retrieval": _mean(r.dest_retrieved for r in faced),
+            "destination_verified": _mean(r.dest_verified for r in faced),
+            "verification_threshold": threshold,
+            "distance_target": _mean(r.dist_target for r in faced),
+            "destination_distance_target": _mean(r.dest_dist_target for r in faced),
+            "distance_target_real": _mean(M.leave_one_out_distance(refs["b"])),
+        },
+        "pose_error_deg": dict(zip(("yaw", "pitch", "roll", "angle"), pose_mean, strict=True)),
+        "reconstruction": recon,
+        "temporal": {"flicker": summary["flicker"], "warping_error_swapped": _mean(warp_s),
+                     "warping_error_destination": _mean(warp_d),
+                     "pairs": int(np.sum(np.isfinite(warp_s) & np.isfinite(warp_d)))},
+        "speed": {"seconds": swap.seconds, "fps": fps, "frames": swap.count, "what": swap.what,
+                  "stages": swap.stages, "output": swap.output},
+        "evaluation_seconds": seconds,
+        "per_frame": {
+            "index": [r.index for r in records],
+            "id_similarity_target": [r.sim_target for r in records],
+            "id_similarity_source": [r.sim_source for r in records],
+            "destination_similarity_target": [r.dest_sim_target for r in records],
+            "destination_similarity_source": [r.dest_sim_source for r in records],
+            "landmark_nme": [r.nme for r in records],
+            "pose_error_deg": [float(r.pose[3]) for r in records],
+            "sharpness_ratio": [r.sharpness for r in records],
+            "seam_score": [r.seam for r in records],
+            "warping_error_swapped": [r.warp_swapped for r in records],
+            "warping_error_destination": [r.warp_destination for r in records],
+        },
+    }
 
 
 def clean(value):

@@ -155,8 +155,9 @@ def pair_stats(face: torch.Tensor, destination: torch.Tensor, weights: torch.Ten
 
 
 def reinhard_to(faces: torch.Tensor, own: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Reinhard's transfer in torch: each face's LAB moved from its `own` statistics to `target`'s
-    ((N, 6) as `face_stats` gives them), like `engine.swap.color`'s `reinhard` mode."""
+    """Reinhard's transfer: each face's LAB moved from its `own` statistics to `target`'s ((N, 6) as
+    `face_stats` gives them). The one implementation: the network's prior, the classical `reinhard`
+    colour mode (`engine.swap.color`) and the swap's strength mix between the two all use it."""
     own, target = own.float() * STATS_UNIT, target.float() * STATS_UNIT
     mean, std = own[:, :3, None, None], own[:, 3:, None, None]
     t_mean, t_std = target[:, :3, None, None], target[:, 3:, None, None]

@@ -16,62 +16,76 @@ WRITABLE_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".t
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from engine.swap.settings import DETECT_SIZE, DIRECTIONS, SwapSettings, VideoSettings
+
+    swap, video = SwapSettings, VideoSettings  # the classes' defaults (no instance: min_score's is looked up)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="photos, videos, or folders of them (recursive)")
     p.add_argument("-m", "--model", required=True, metavar="MODEL", help="model folder written by `train`")
     p.add_argument("--out", required=True, metavar="OUT",
                    help="output file for one input file, else a folder (created)")
-    p.add_argument("--direction", default="a2b", choices=["a2b", "b2a"],
-                   help="a2b: frames show face set A, B's face is put in (default); b2a: the reverse")
-    p.add_argument("--color", default="auto", metavar="MODE",
+    p.add_argument("--direction", default=swap.direction, choices=list(DIRECTIONS),
+                   help="a2b: frames show face set A, B's face is put in; b2a: the reverse (default: %(default)s)")
+    p.add_argument("--color", default=swap.color, metavar="MODE",
                    help="colour correction: auto (net when the model has a colour network, else reinhard), "
                         "net (the colour network: the face at 2x/4x in the frame's colours), "
-                        "reinhard, hist, average or none (default: auto)")
-    p.add_argument("--color-strength", type=float, default=1.0, metavar="F",
+                        "reinhard, hist, average or none (default: %(default)s)")
+    p.add_argument("--color-strength", type=float, default=swap.color_strength, metavar="F",
                    help="0 keeps the model's colours, 1 applies the full correction; with net, the network's "
-                        "share, the rest is reinhard's (default: 1)")
-    p.add_argument("--blend", default="poisson", metavar="MODE",
-                   help="poisson (seamless), poisson-mixed (keeps frame texture) or alpha (default: poisson)")
-    p.add_argument("--erode", type=int, default=0, metavar="PX",
-                   help="shrink the face mask by PX (of a 256 px face; negative grows it) (default: 0)")
-    p.add_argument("--blur", type=int, default=6, metavar="PX",
-                   help="feather the mask edge over PX (of a 256 px face) (default: 6)")
-    p.add_argument("--faces", default="largest", metavar="RULE",
+                        "share, the rest is reinhard's (default: %(default)s)")
+    p.add_argument("--blend", default=swap.blend, metavar="MODE",
+                   help="poisson (seamless), poisson-mixed (keeps frame texture) or alpha (default: %(default)s)")
+    p.add_argument("--erode", type=int, default=swap.erode, metavar="PX",
+                   help="shrink the face mask by PX (of a 256 px face; negative grows it) (default: %(default)s)")
+    p.add_argument("--blur", type=int, default=swap.blur, metavar="PX",
+                   help="feather the mask edge over PX (of a 256 px face) (default: %(default)s)")
+    p.add_argument("--faces", default=swap.faces, metavar="RULE",
                    help="largest, all, or like:IMAGE (the face most like a frame grab of the person) "
-                        "(default: largest)")
-    p.add_argument("--smooth", type=float, default=0.5, metavar="S",
-                   help="video landmark smoothing, 0 (off) to 1 (heaviest) (default: 0.5)")
+                        "(default: %(default)s)")
+    p.add_argument("--smooth", type=float, default=video.smooth, metavar="S",
+                   help="video landmark smoothing, 0 (off) to 1 (heaviest) (default: %(default)s)")
     p.add_argument("--detector", default="auto", choices=["auto", "mtcnn", "retinaface"],
-                   help="auto = RetinaFace when its weights are present, else MTCNN (default: auto)")
-    p.add_argument("--detect-size", type=int, default=480, metavar="PX",
+                   help="auto = RetinaFace when its weights are present, else MTCNN (default: %(default)s)")
+    p.add_argument("--detect-size", type=int, default=DETECT_SIZE, metavar="PX",
                    help="long side frames are shrunk to for detection: faces must be about 20 px at this size; "
-                        "raise it for small faces, lower it (320) for speed on close-ups (default: 480)")
-    p.add_argument("--detect-every", type=int, default=1, metavar="N",
-                   help="video: detect on every Nth frame and track faces by optical flow between (default: 1)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+                        "raise it for small faces, lower it (320) for speed on close-ups (default: %(default)s)")
+    p.add_argument("--detect-every", type=int, default=video.detect_every, metavar="N",
+                   help="video: detect on every Nth frame and track faces by optical flow between "
+                        "(default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    add_threads_argument(p)
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    """`--threads`, for every command that swaps (swap, evaluate), so that their speeds compare."""
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="CPU threads for the model and detector; 0 = one less than the cores, leaving one to "
-                        "ffmpeg's decoder and encoder (default: 0)")
+                        "decoding and encoding (default: %(default)s)")
 
 
-def run(args: argparse.Namespace) -> int:
+def use_threads(threads: int) -> None:
+    """Set torch's CPU threads as `--threads` asks; UserError when it is negative."""
     import torch
 
     from engine.errors import UserError
-    from engine.swap.pipeline import Swapper, SwapSettings
 
-    if args.detect_every < 1:
-        raise UserError(f"--detect-every {args.detect_every}: use 1 (every frame) or more")
+    if threads < 0:
+        raise UserError(f"--threads {threads}: use 0 (automatic) or more")
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.errors import UserError
+    from engine.swap.pipeline import Swapper
+    from engine.swap.settings import SwapSettings, VideoSettings
+
+    VideoSettings(smooth=args.smooth, detect_every=args.detect_every).check()
     if args.detect_size < 64:
         raise UserError(f"--detect-size {args.detect_size}: use 64 px or more")
-    if not 0.0 <= args.smooth <= 1.0:
-        raise UserError(f"--smooth {args.smooth}: use 0 (off) to 1 (heaviest)")
-    if args.threads < 0:
-        raise UserError(f"--threads {args.threads}: use 0 (automatic) or more")
+    use_threads(args.threads)
     jobs = plan_outputs(args.inputs, Path(args.out))
     settings = SwapSettings(direction=args.direction, color=args.color, color_strength=args.color_strength,
                             blend=args.blend, erode=args.erode, blur=args.blur, faces=args.faces)
     settings.check()
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))
     swapper = Swapper(args.model, settings, device=args.device, detector=args.detector,
                       detect_size=args.detect_size)
     failed = 0

@@ -12,6 +12,10 @@ statistics transfer: it renders the new face at 2x or 4x the model's resolution 
 frame's colours, and that larger face is what gets pasted. It lives here, not in
 `engine.swap.color`'s registry of same-size transfers, because it needs the model and changes the
 face's size; `auto` picks it whenever the folder has a colour network.
+
+From the model through the colour correction (or the colour network), faces stay float tensors on
+the model's device; they become 8-bit pixels as they leave it, to be resized and pasted.
+The settings themselves, with their defaults and checks, live in `engine.swap.settings`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from engine.faces.detection import Detector, Face
 from engine.faces.extract import ExtractOptions
 from engine.faces.mask import face_region_mask
 from engine.swap.blend import (
-    BLEND_MODES,
     PlacedFace,
     blend,
     composite,
@@ -42,19 +45,14 @@ from engine.swap.blend import (
     place_face,
     poisson_clone,
 )
-from engine.swap.color import COLOR_MODES, correct_color
+from engine.swap.color import correct_faces, to_tensor, to_uint8
 from engine.swap.masks import blend_mask
-from engine.swap.selection import FaceSelector, check_rule
+from engine.swap.selection import FaceSelector
+from engine.swap.settings import BLEND_SIZE, DETECT_SIZE, DIRECTIONS, NET_MODE, SwapSettings
 
-NET_MODE = "net"  # the learned colour mode (the model folder's colour network)
-# --direction: (identity the frames show, decoder that renders the new face)
-DIRECTIONS = {"a2b": ("a", "b"), "b2a": ("b", "a")}
-BLEND_SIZE = 256  # px of the aligned crop that is pasted (at least the model's resolution)
-# px, long side frames are shrunk to for detection. MTCNN finds faces of 20 px and more at that size
-# (so 29 px in a 700 px frame, 80 px in 1080p); its landmarks are as accurate at 320-640 as at full
-# size on the talk videos (2.2-2.6 % of the face width from full-size detection), and 480 costs
-# about half of 640.
-DETECT_SIZE = 480
+__all__ = ["BLEND_SIZE", "DETECT_SIZE", "DIRECTIONS", "MIN_SCORE", "NET_MODE", "STAGES", "SwapSettings",
+           "SwappedFace", "Swapper", "auto_color_mode"]  # the settings' names too, for their old callers
+
 MIN_SCORE = ExtractOptions.min_score  # the same bar as extraction, so swapped faces look like trained ones
 _SUPPORT_MARGIN = 4  # px of the aligned crop kept around the mask: the clone's boundary reads them
 STAGES = ("decode", "detect", "track", "model", "colour", "blend", "encode")
@@ -65,35 +63,6 @@ def auto_color_mode(model_dir: Path) -> str:
     from engine.models import has_color_net
 
     return NET_MODE if has_color_net(model_dir) else "reinhard"
-
-
-@dataclass(frozen=True)
-class SwapSettings:
-    """Everything a user can change between two swaps without reloading the model."""
-
-    direction: str = "a2b"
-    color: str = "auto"
-    color_strength: float = 1.0
-    blend: str = "poisson"
-    erode: int = 0  # px of the BLEND_SIZE crop; negative grows the mask
-    blur: int = 6  # px of the BLEND_SIZE crop the mask edge is feathered over
-    faces: str = "largest"  # largest | all | like:IMAGE
-    min_score: float = MIN_SCORE
-
-    def check(self) -> None:
-        if self.direction not in DIRECTIONS:
-            raise UserError(f"--direction {self.direction!r}: use {' or '.join(DIRECTIONS)}")
-        if self.color not in ("auto", NET_MODE) and self.color not in COLOR_MODES:
-            raise UserError(f"--color {self.color!r}: use auto, {NET_MODE} or one of {', '.join(sorted(COLOR_MODES))}")
-        if not 0.0 <= self.color_strength <= 1.0:
-            raise UserError(f"--color-strength {self.color_strength}: use a value from 0 to 1")
-        if self.blend not in BLEND_MODES:
-            raise UserError(f"--blend {self.blend!r}: use one of {', '.join(BLEND_MODES)}")
-        if abs(self.erode) > BLEND_SIZE // 4:
-            raise UserError(f"--erode {self.erode}: keep it within +-{BLEND_SIZE // 4} px (of a {BLEND_SIZE} px face)")
-        if not 0 <= self.blur <= BLEND_SIZE // 4:
-            raise UserError(f"--blur {self.blur}: use 0 to {BLEND_SIZE // 4} px (of a {BLEND_SIZE} px face)")
-        check_rule(self.faces)
 
 
 @dataclass(frozen=True)
@@ -165,7 +134,6 @@ class Swapper:
                  detect_size: int = DETECT_SIZE) -> None:
         from engine.device import pick_device
         from engine.models import has_color_net, load_color_net, load_model
-        from engine.train.trainer import model_coverage
 
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
@@ -180,7 +148,7 @@ class Swapper:
             raise UserError(f"{self.model_dir} has decoders {list(self.model.identities)}, swapping needs 'a' and 'b': "
                             "use a model trained by `python -m engine train`")
         self.resolution = int(self.model.resolution)
-        self.coverage = model_coverage(self.model)  # the crop geometry the model trained on
+        self.coverage = float(self.model.coverage)  # the crop geometry the model trained on
         self.color_net = load_color_net(self.model_dir, self.device)[0] if has_color_net(self.model_dir) else None
         self.clock = StageClock()
         if isinstance(detector, str):
@@ -188,8 +156,8 @@ class Swapper:
 
             detector = build_detector(detector, device=self.device, max_side=detect_size)
         self.detector = detector
-        self._stats_mask = face_region_mask(self.resolution, self.coverage)  # colour statistics: the face only
-        self._stats_weights = torch.from_numpy(self._stats_mask).to(self.device)
+        # colour statistics are taken under the face only
+        self._stats_weights = torch.from_numpy(face_region_mask(self.resolution, self.coverage)).to(self.device)
         self._settings = SwapSettings()
         self._color = auto_color_mode(self.model_dir)
         self._masks: dict[tuple[int, int, int], np.ndarray] = {}
@@ -264,58 +232,54 @@ class Swapper:
             matrices = [align.alignment_matrix(points, self.resolution, self.coverage) for _, points in jobs]
             crops = np.stack([align.warp_face(frames[i], m, self.resolution)
                               for (i, _), m in zip(jobs, matrices, strict=True)])
-            generated, learned = self._render(crops, side)
-        net_faces = None
-        if self._color == NET_MODE:
-            with self.clock("colour"):
-                net_faces = self._net_faces(generated, crops, DIRECTIONS[self._settings.direction][0])
+            destinations, generated, learned = self._render(crops, side)
+        with self.clock("colour"):
+            faces = self._colour(generated, destinations)
         size = self.blend_size
         for k, (i, points) in enumerate(jobs):
-            with self.clock("colour"):
-                if net_faces is None:
-                    face = _resized(correct_color(generated[k], crops[k], self._stats_mask, self._color,
-                                                  self._settings.color_strength), size)
-                else:
-                    face = self._mix_with_reinhard(_resized(net_faces[k], size), generated[k], crops[k])
             with self.clock("blend"):
                 mask = self._blend_mask(None if learned is None else learned[k])
                 matrix = align.alignment_matrix(points, size, self.coverage)
-                outputs[i] = self._paste(outputs[i], face, matrix, mask)
+                outputs[i] = self._paste(outputs[i], faces[k], matrix, mask)
             placed[i].append(SwappedFace(points, matrix, mask))
         return outputs, placed
 
-    def _render(self, crops: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """Aligned uint8 crops -> (generated uint8 faces, learned masks in [0, 1] or None)."""
-        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+    def _render(self, crops: np.ndarray, side: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
+        """Aligned uint8 crops -> (the crops, the generated faces: (N, 3, R, R) in [0, 1] on the device;
+        learned masks in [0, 1] or None)."""
+        x = to_tensor(crops, self.device)
         with torch.inference_mode():
             rgb, mask = self.model(x, side)
-        faces = rgb.clamp(0, 1).mul(255).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        return faces, (None if mask is None else mask[:, 0].float().clamp(0, 1).cpu().numpy())
+        return x, rgb.float().clamp(0, 1), (None if mask is None else mask[:, 0].float().clamp(0, 1).cpu().numpy())
 
-    def _net_faces(self, generated: np.ndarray, crops: np.ndarray, destination: str) -> np.ndarray:
-        """Generated faces through the colour net's head of the identity the frames show -> uint8 faces
-        at its output size (the destination's statistics condition it when it was trained so)."""
+    def _colour(self, generated: torch.Tensor, destinations: torch.Tensor) -> list[np.ndarray]:
+        """The faces to paste, uint8 at the blend size: colour-corrected (or through the colour net) on
+        the device, then rounded to 8 bits as they leave it and resized there.
+
+        In mode `net`, `color_strength` is the network's share of the face and the rest is
+        `--color reinhard`'s face, so strength 0 pastes exactly what `--color reinhard` pastes.
+        """
+        strength, size = self._settings.color_strength, self.blend_size
+        with torch.inference_mode():
+            if self._color != NET_MODE:
+                faces = to_uint8(correct_faces(generated, destinations, self._stats_weights, self._color, strength))
+                return [_resized(face, size) for face in faces]
+            shown = DIRECTIONS[self._settings.direction][0]
+            faces = [_resized(face, size) for face in self._net_faces(generated, destinations, shown)]
+            if strength >= 1.0:
+                return faces
+            classical = to_uint8(correct_faces(generated, destinations, self._stats_weights, "reinhard"))
+        return [_mixed(face, _resized(other, size), strength) for face, other in zip(faces, classical, strict=True)]
+
+    def _net_faces(self, generated: torch.Tensor, destinations: torch.Tensor, shown: str) -> np.ndarray:
+        """Generated faces through the colour net's head of the identity the frames show -> (N, sR, sR, 3)
+        uint8 faces (the destination's statistics condition it when it was trained so)."""
         from engine.models.colornet import pair_stats
 
         net = self.color_net
-        x = torch.from_numpy(generated).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         with torch.inference_mode():
-            stats = None
-            if net.condition:
-                dest = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-                stats = pair_stats(x, dest, self._stats_weights)
-            out = net(x, destination, stats).clamp(0, 1).mul(255.0).add_(0.5).to(torch.uint8)
-        return out.permute(0, 2, 3, 1).cpu().numpy()
-
-    def _mix_with_reinhard(self, face: np.ndarray, generated: np.ndarray, crop: np.ndarray) -> np.ndarray:
-        """`color_strength` is the network's share of the face; the rest is `--color reinhard`'s face,
-        so strength 0 pastes exactly what `--color reinhard` pastes."""
-        strength = self._settings.color_strength
-        if strength >= 1.0:
-            return face
-        classical = _resized(correct_color(generated, crop, self._stats_mask, "reinhard"), face.shape[0])
-        mixed = strength * face.astype(np.float32) + (1.0 - strength) * classical.astype(np.float32)
-        return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+            stats = pair_stats(generated, destinations, self._stats_weights) if net.condition else None
+            return to_uint8(net(generated, shown, stats).float())
 
     def _paste(self, frame: np.ndarray, face: np.ndarray, matrix: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """`blend` of just the mask's bounding box (plus a margin): the same pixels, less to warp and clone.
@@ -350,3 +314,9 @@ class Swapper:
 def _resized(face: np.ndarray, size: int) -> np.ndarray:
     """A square face at `size` px (bicubic; unchanged when it already is)."""
     return face if face.shape[0] == size else cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def _mixed(face: np.ndarray, other: np.ndarray, share: float) -> np.ndarray:
+    """`share` of `face` and the rest of `other`, rounded to uint8."""
+    return np.clip(np.rint(share * face.astype(np.float32) + (1.0 - share) * other.astype(np.float32)),
+                   0, 255).astype(np.uint8)

@@ -1,0 +1,76 @@
+"""What a user sets for a swap, each setting's default and its check: one home for the library, the CLI
+and the web app.
+
+Nothing heavy is imported at module level (the checks import the registries they consult), so
+`python -m engine --help` shows these defaults without loading torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.errors import UserError
+
+NET_MODE = "net"  # the learned colour mode (the model folder's colour network)
+# --direction: (identity the frames show, decoder that renders the new face)
+DIRECTIONS = {"a2b": ("a", "b"), "b2a": ("b", "a")}
+BLEND_SIZE = 256  # px of the aligned crop that is pasted (at least the model's resolution)
+# px, long side frames are shrunk to for detection. MTCNN finds faces of 20 px and more at that size
+# (so 29 px in a 700 px frame, 80 px in 1080p); its landmarks are as accurate at 320-640 as at full
+# size on the talk videos (2.2-2.6 % of the face width from full-size detection), and 480 costs
+# about half of 640.
+DETECT_SIZE = 480
+
+
+def extraction_min_score() -> float:
+    """The detector score extraction keeps faces at: swapped faces pass the same bar as trained ones."""
+    from engine.faces.extract import ExtractOptions
+
+    return ExtractOptions.min_score
+
+
+@dataclass(frozen=True)
+class SwapSettings:
+    """Everything a user can change between two swaps without reloading the model."""
+
+    direction: str = "a2b"
+    color: str = "auto"
+    color_strength: float = 1.0
+    blend: str = "poisson"
+    erode: int = 0  # px of the BLEND_SIZE crop; negative grows the mask
+    blur: int = 6  # px of the BLEND_SIZE crop the mask edge is feathered over
+    faces: str = "largest"  # largest | all | like:IMAGE
+    min_score: float = field(default_factory=extraction_min_score)
+
+    def check(self) -> None:
+        from engine.swap.blend import BLEND_MODES
+        from engine.swap.color import COLOR_MODES
+        from engine.swap.selection import check_rule
+
+        if self.direction not in DIRECTIONS:
+            raise UserError(f"--direction {self.direction!r}: use {' or '.join(DIRECTIONS)}")
+        if self.color not in ("auto", NET_MODE) and self.color not in COLOR_MODES:
+            raise UserError(f"--color {self.color!r}: use auto, {NET_MODE} or one of {', '.join(sorted(COLOR_MODES))}")
+        if not 0.0 <= self.color_strength <= 1.0:
+            raise UserError(f"--color-strength {self.color_strength}: use a value from 0 to 1")
+        if self.blend not in BLEND_MODES:
+            raise UserError(f"--blend {self.blend!r}: use one of {', '.join(BLEND_MODES)}")
+        if abs(self.erode) > BLEND_SIZE // 4:
+            raise UserError(f"--erode {self.erode}: keep it within +-{BLEND_SIZE // 4} px (of a {BLEND_SIZE} px face)")
+        if not 0 <= self.blur <= BLEND_SIZE // 4:
+            raise UserError(f"--blur {self.blur}: use 0 to {BLEND_SIZE // 4} px (of a {BLEND_SIZE} px face)")
+        check_rule(self.faces)
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """What a user sets for a video beyond `SwapSettings`: landmark smoothing and how often to detect."""
+
+    smooth: float = 0.5  # 0 (off) to 1 (heaviest)
+    detect_every: int = 1  # detect on every Nth frame, track by optical flow between
+
+    def check(self) -> None:
+        if self.detect_every < 1:
+            raise UserError(f"--detect-every {self.detect_every}: use 1 (every frame) or more")
+        if not 0.0 <= self.smooth <= 1.0:
+            raise UserError(f"--smooth {self.smooth}: use 0 (off) to 1 (heaviest)")
