@@ -25,26 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.evaluate.options import EvaluateOptions  # noqa: E402
 from engine.evaluate.run import evaluate  # noqa: E402
-from engine.faces.faceset import FaceSet  # noqa: E402
+from engine.faces.faceset import FaceSet, write_subset  # noqa: E402
 from engine.train import TrainConfig, train  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def split(source: Path, out: Path, held_out: np.ndarray) -> int:
-    """Write the faces of `source` not in `held_out` (indices) as a new face set; -> faces kept."""
-    src = FaceSet(source)
-    if (out / "faces.json").is_file():
-        return len(FaceSet(out))
-    dst = FaceSet(out, size=src.size, coverage=src.coverage, create=True)
-    images = src.load_images()
-    skip = set(held_out.tolist())
-    for i, entry in enumerate(src.entries):
-        if i not in skip:
-            dst.add(dict(entry), images[i])
-    dst.detector = src.detector
-    dst.save()
-    return len(dst)
 
 
 def main() -> int:
@@ -62,8 +46,8 @@ def main() -> int:
 
     faces_a, faces_b = args.work / "talk2", args.work / "carell"
     n_a, n_b = len(FaceSet(faces_a)), len(FaceSet(faces_b))
-    kept_a = split(faces_a, args.work / "train_a", np.arange(n_a - args.hold_out_a, n_a))
-    kept_b = split(faces_b, args.work / "train_b", np.arange(args.hold_out_b - 1, n_b, args.hold_out_b))
+    kept_a = write_subset(faces_a, args.work / "train_a", np.arange(n_a - args.hold_out_a, n_a))
+    kept_b = write_subset(faces_b, args.work / "train_b", np.arange(args.hold_out_b - 1, n_b, args.hold_out_b))
     model = args.work / "lite"
     t0 = time.perf_counter()
     result = train(TrainConfig(faces_a=str(args.work / "train_a"), faces_b=str(args.work / "train_b"),
