@@ -33,11 +33,13 @@ class TimedVideoWriter:
     """H.264 MP4 writer taking (frame, time) pairs; writes beside `path` and renames on `close()`.
 
     The first audio stream of `audio_from` is copied (re-encoded to AAC if MP4 cannot hold its codec).
+    `metadata` becomes the container's tags (the provenance record, `engine.provenance.metadata.video_tags`).
     `time_base` is the encoder's time base: pass the source's so its timestamps survive exactly.
     """
 
     def __init__(self, path: str | Path, width: int, height: int, *, audio_from: str | Path | None = None,
-                 time_base: Fraction = Fraction(1, 90_000), crf: int = 18, preset: str = "veryfast") -> None:
+                 time_base: Fraction = Fraction(1, 90_000), crf: int = 18, preset: str = "veryfast",
+                 metadata: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
@@ -53,7 +55,10 @@ class TimedVideoWriter:
         self._audio: Iterator[av.Packet] = iter(())
         self._next_audio: av.Packet | None = None
         with self._failing():
-            self._out = av.open(str(self.tmp), "w", format="mp4", container_options={"movflags": "+faststart"})
+            # use_metadata_tags: MP4 keeps tags under any key (the provenance record's own), not just iTunes ones
+            self._out = av.open(str(self.tmp), "w", format="mp4",
+                                container_options={"movflags": "+faststart+use_metadata_tags"})
+            self._out.metadata.update(metadata or {})
             self._video = self._out.add_stream("libx264", options={"crf": str(crf), "preset": preset})
             self._video.width, self._video.height = width + width % 2, height + height % 2  # yuv420p: even sizes
             self._video.pix_fmt = "yuv420p"

@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect-every", type=int, default=video.detect_every, metavar="N",
                    help="video: detect on every Nth frame and track faces by optical flow between "
                         "(default: %(default)s)")
+    p.add_argument("--no-watermark", dest="watermark", action="store_false",
+                   help="leave the swapped faces' pixels unmarked (for a research protocol that needs them so); "
+                        "the file's metadata still says it is synthetic, and that it is unmarked")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     add_threads_argument(p)
 
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     use_threads(args.threads)
     jobs = plan_outputs(args.inputs, Path(args.out))
     settings = SwapSettings(direction=args.direction, color=args.color, color_strength=args.color_strength,
-                            blend=args.blend, erode=args.erode, blur=args.blur, faces=args.faces)
+                            blend=args.blend, erode=args.erode, blur=args.blur, faces=args.faces,
+                            watermark=args.watermark)
     settings.check()
     swapper = Swapper(args.model, settings, device=args.device, detector=args.detector,
                       detect_size=args.detect_size)
@@ -107,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def swap_photo(swapper, source: Path, out: Path) -> str:
-    from engine.atomic import write_image
     from engine.errors import UserError
     from engine.media import read_image
+    from engine.provenance.metadata import write_image
 
     rgb = read_image(source)
     faces = swapper.find_faces([rgb])[0]
@@ -117,7 +121,7 @@ def swap_photo(swapper, source: Path, out: Path) -> str:
         raise UserError(f"{source}: no face found to swap; use a photo where the face is clearly visible, "
                         "or check --faces")
     swapped = swapper.swap_frames([rgb], [[f.landmarks for f in faces]])[0][0]
-    write_image(out, swapped)
+    write_image(out, swapped, swapper.provenance(source))
     return f"wrote {out} ({len(faces)} face{'s' if len(faces) != 1 else ''})"
 
 

@@ -37,6 +37,8 @@ from engine.faces import align
 from engine.faces.detection import Detector, Face
 from engine.faces.extract import ExtractOptions
 from engine.faces.mask import face_region_mask
+from engine.provenance import watermark
+from engine.provenance.record import Provenance, for_output, model_id, payload_for
 from engine.swap.blend import (
     PlacedFace,
     blend,
@@ -55,7 +57,7 @@ __all__ = ["BLEND_SIZE", "DETECT_SIZE", "DIRECTIONS", "MIN_SCORE", "NET_MODE", "
 
 MIN_SCORE = ExtractOptions.min_score  # the same bar as extraction, so swapped faces look like trained ones
 _SUPPORT_MARGIN = 4  # px of the aligned crop kept around the mask: the clone's boundary reads them
-STAGES = ("decode", "detect", "track", "model", "colour", "blend", "encode")
+STAGES = ("decode", "detect", "track", "model", "colour", "blend", "mark", "encode")
 
 
 def auto_color_mode(model_dir: Path) -> str:
@@ -143,6 +145,7 @@ class Swapper:
         except ValueError as err:
             raise UserError(f"--device: {err}") from err
         self.model, self.meta = load_model(self.model_dir, self.device)
+        self.model_id = model_id(self.model_dir)  # what every output's provenance names
         missing = {side for pair in DIRECTIONS.values() for side in pair} - set(self.model.identities)
         if missing:
             raise UserError(f"{self.model_dir} has decoders {list(self.model.identities)}, swapping needs 'a' and 'b': "
@@ -161,6 +164,7 @@ class Swapper:
         self._settings = SwapSettings()
         self._color = auto_color_mode(self.model_dir)
         self._masks: dict[tuple[int, int, int], np.ndarray] = {}
+        self._mark_alphas: dict[tuple[int, int, int], np.ndarray] = {}  # self._masks in the watermark's geometry
         self.selector = FaceSelector.build("largest", MIN_SCORE, self.detect)
         self.update(settings or SwapSettings())
 
@@ -242,7 +246,29 @@ class Swapper:
                 matrix = align.alignment_matrix(points, size, self.coverage)
                 outputs[i] = self._paste(outputs[i], faces[k], matrix, mask)
             placed[i].append(SwappedFace(points, matrix, mask))
+        if self._settings.watermark:
+            with self.clock("mark"):
+                for i, faces_placed in enumerate(placed):
+                    for face in faces_placed:
+                        watermark.embed(outputs[i], face.landmarks, payload_for(self.model_id),
+                                        alpha=self._mark_alpha(face.mask))
         return outputs, placed
+
+    def provenance(self, source: str | os.PathLike | None) -> Provenance:
+        """The record an output swapped from `source` with these settings carries (container metadata)."""
+        return for_output(self.model_dir, source, watermark=self._settings.watermark, model=self.model_id)
+
+    def _mark_alpha(self, mask: np.ndarray) -> np.ndarray:
+        """A blend mask (aligned at the blend size) in the watermark's geometry: the mark stays on the
+        pixels the swap replaced."""
+        key = next((k for k, m in self._masks.items() if m is mask), None)  # a learned mask is per face: not kept
+        if key in self._mark_alphas:
+            return self._mark_alphas[key]
+        to_mark = align.recrop_matrix(mask.shape[0], self.coverage, watermark.MARK_SIZE, watermark.MARK_COVERAGE)
+        alpha = cv2.warpAffine(mask, to_mark, (watermark.MARK_SIZE,) * 2, flags=cv2.INTER_AREA)
+        if key is not None:
+            self._mark_alphas[key] = alpha
+        return alpha
 
     def _render(self, crops: np.ndarray, side: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
         """Aligned uint8 crops -> (the crops, the generated faces: (N, 3, R, R) in [0, 1] on the device;

@@ -40,6 +40,7 @@ class SwapSettings:
     erode: int = 0  # px of the BLEND_SIZE crop; negative grows the mask
     blur: int = 6  # px of the BLEND_SIZE crop the mask edge is feathered over
     faces: str = "largest"  # largest | all | like:IMAGE
+    watermark: bool = True  # the invisible provenance mark in each swapped face (engine.provenance.watermark)
     min_score: float = field(default_factory=extraction_min_score)
 
     def check(self) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 from engine.errors import UserError
 from engine.faces.detection import Face
 from engine.progress import Listener, Reporter, StopFlag
+from engine.provenance.metadata import video_tags
 from engine.swap.flow_tracker import FlowTracker
 from engine.swap.pipeline import STAGES, SwappedFace, Swapper
 from engine.swap.settings import VideoSettings
@@ -75,6 +76,8 @@ def swap_video(swapper: Swapper, source: str | Path, out: str | Path, *, smooth:
                probe: VideoInfo | None = None) -> VideoReport:
     """Write `source` with its faces swapped to `out` (MP4); nothing is left at `out` on failure or stop.
 
+    The file carries the swapper's provenance record in its tags, and its faces the swapper's mark.
+
     `probe` is `probe_video(source)` when the caller has it already.
     """
     VideoSettings(smooth, detect_every).check()
@@ -88,7 +91,7 @@ def swap_video(swapper: Swapper, source: str | Path, out: str | Path, *, smooth:
     report = VideoReport(source, None)
     reporter = Reporter("swap", total=info.frames, unit="frame", listeners=listeners)
     writer = TimedVideoWriter(out, info.width, info.height, audio_from=source if info.has_audio else None,
-                              time_base=times.time_base)
+                              time_base=times.time_base, metadata=video_tags(swapper.provenance(source)))
     started = time.perf_counter()
     try:
         with contextlib.closing(frames):

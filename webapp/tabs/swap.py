@@ -44,7 +44,10 @@ def render(studio: Studio) -> SimpleNamespace:
         erode = gr.Slider(-BLEND_SIZE // 4, BLEND_SIZE // 4, value=d.erode, step=1, label="Mask erosion (px)",
                           info="positive shrinks the pasted area, negative grows it", elem_id="swap-erode")
         blur = gr.Slider(0, BLEND_SIZE // 4, value=d.blur, step=1, label="Edge blur (px)", elem_id="swap-blur")
-    settings = [direction, color, strength, blend, erode, blur, faces]
+    watermark = gr.Checkbox(d.watermark, label="Mark the swapped faces (invisible provenance watermark)",
+                            info="turn off only for a research protocol that needs unmarked pixels; the saved "
+                                 "file's metadata says it is synthetic either way", elem_id="swap-watermark")
+    settings = [direction, color, strength, blend, erode, blur, faces, watermark]
     with gr.Tabs():
         with gr.Tab("Photo"):
             with gr.Row():
@@ -77,7 +80,7 @@ def render(studio: Studio) -> SimpleNamespace:
                            timer=gr.Timer(POLL_S), seen=gr.State({}))
 
 
-def _settings(direction, color, strength, blend, erode, blur, faces) -> SwapSettings:
+def _settings(direction, color, strength, blend, erode, blur, faces, watermark) -> SwapSettings:
     return SwapSettings(direction=direction, color=color, color_strength=float(strength), blend=blend,
                         erode=int(erode), blur=int(blur), faces=faces)
 
@@ -98,21 +101,21 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         found = f"{len(landmarks)} face(s) swapped" if landmarks else "no face found: the photo is unchanged"
         return out, f"{found} in {ms:.0f} ms (model at iteration {loaded.swapper.meta.get('iteration', '?')})"
 
-    def photo_preview(name, rgb, direction, color, strength, blend, erode, blur, faces, request: gr.Request):
+    def photo_preview(name, rgb, direction, color, strength, blend, erode, blur, faces, watermark, request: gr.Request):
         if rgb is None:
             return None, ""
-        return swap_rgb(name, rgb, _settings(direction, color, strength, blend, erode, blur, faces), request)
+        return swap_rgb(name, rgb, _settings(direction, color, strength, blend, erode, blur, faces, watermark), request)
 
-    def save_photo(name, rgb, direction, color, strength, blend, erode, blur, faces, request: gr.Request):
+    def save_photo(name, rgb, direction, color, strength, blend, erode, blur, faces, watermark, request: gr.Request):
         if rgb is None:
             raise gr.Error("upload a photo first")
-        settings = _settings(direction, color, strength, blend, erode, blur, faces)
+        settings = _settings(direction, color, strength, blend, erode, blur, faces, watermark)
         out, _ = swap_rgb(name, rgb, settings, request)
-        from engine.atomic import write_image
+        from engine.provenance.metadata import write_image
 
         proj = studio.project(request, name)
         path = proj.outputs / f"photo-{time.strftime('%Y%m%d-%H%M%S')}-{direction}.png"
-        write_image(path, out)
+        write_image(path, out, studio.swappers.get(proj, studio.device).swapper.provenance(None))
         return publish(path)
 
     def video_loaded(video):
@@ -127,21 +130,21 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         frames = max(1, round(info.duration * info.avg_fps))
         return gr.update(maximum=max(1, frames - 1), value=0, label=f"Preview frame (of {frames})"), None
 
-    def frame_preview(name, video, index, direction, color, strength, blend, erode, blur, faces,
+    def frame_preview(name, video, index, direction, color, strength, blend, erode, blur, faces, watermark,
                       request: gr.Request):
         if not video:
             return None
         rgb = _read_frame(video, int(index))
-        return swap_rgb(name, rgb, _settings(direction, color, strength, blend, erode, blur, faces), request)[0]
+        return swap_rgb(name, rgb, _settings(direction, color, strength, blend, erode, blur, faces, watermark), request)[0]
 
-    def render_video(name, video, direction, color, strength, blend, erode, blur, faces, request: gr.Request):
+    def render_video(name, video, direction, color, strength, blend, erode, blur, faces, watermark, request: gr.Request):
         proj = studio.project(request, name)
         if not video:
             raise gr.Error("upload a video first")
         usable, refused = split_uploads([video])
         if refused:
             raise gr.Error(refused[0])
-        settings = _settings(direction, color, strength, blend, erode, blur, faces)
+        settings = _settings(direction, color, strength, blend, erode, blur, faces, watermark)
         try:
             settings.check()
             source = keep_uploads(proj, "swap", usable)[0]
