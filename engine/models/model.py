@@ -20,6 +20,17 @@ from .presets import BUILDERS, PRESETS
 # model's config, so training and swapping cut that model's faces the same way even if this changes.
 MODEL_COVERAGE = 0.85
 
+# Limits on what a config may ask for, so that a model folder someone sent cannot make the process
+# allocate gigabytes before its weights are checked (every identity adds a whole decoder). Module
+# constants: a host can raise them. The largest built-in setting, intracoder at 512 px, is ~550 M
+# parameters; face sets are 256 px by default, so a bigger crop only upscales.
+MAX_IDENTITIES = 8
+MAX_RESOLUTION = 512
+
+
+class ModelLimitError(UserError):
+    """A config asks for more than this version builds (identities, resolution, parameters)."""
+
 
 class FaceSwapModel(nn.Module):
     def __init__(self, preset: str, resolution: int, learn_mask: bool, identities: tuple[str, ...],
@@ -82,9 +93,14 @@ def _check_resolution(preset: str, resolution: int, allowed: tuple[int, ...]) ->
                         "drop the resolution option or pick the intracoder preset")
     if resolution < 64 or resolution % 16:
         raise UserError(f"resolution {resolution} is not supported: use a multiple of 16, at least 64")
+    if resolution > MAX_RESOLUTION:
+        raise ModelLimitError(f"it asks for {resolution} px faces, over the limit of {MAX_RESOLUTION} px")
 
 
 def _check_identities(identities: tuple[str, ...]) -> None:
+    if len(identities) > MAX_IDENTITIES:
+        raise ModelLimitError(f"it asks for {len(identities)} identities, over the limit of {MAX_IDENTITIES} "
+                              "(one decoder each)")
     if len(identities) < 1 or len(set(identities)) != len(identities):
         raise UserError(f"identities must be distinct names, got {list(identities)}")
     bad = [side for side in identities if not side or "." in side]

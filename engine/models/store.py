@@ -9,16 +9,23 @@ times, so each save keeps the other's config entry.
 safetensors rather than pickle so opening a model someone sent you cannot run code; the
 architecture lives in JSON so a folder is rebuilt without knowing which preset made it. The
 optimizer state is the trainer's business and is not stored here.
+
+Loading checks before it allocates: the architecture is first built on the meta device (shapes, no
+memory) and must stay under MAX_MODEL_PARAMETERS, and the weights file's header (names and shapes,
+read without its data) must match it exactly; only then is the model built for real. A 17 KB config
+asking for thousands of decoders is refused in milliseconds.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -27,10 +34,16 @@ from engine.errors import UserError
 
 from .colornet import ColorNet, build_color_net
 from .folder import COLOR_KEY, COLOR_WEIGHTS, CONFIG, KIND, WEIGHTS, is_model_dir, read_config
-from .model import FaceSwapModel, build_model
+from .model import FaceSwapModel, ModelLimitError, build_model
 
-__all__ = ["save_model", "load_model", "save_color_net", "load_color_net", "has_color_net", "is_model_dir",
+__all__ = ["save_model", "load_model", "check_model", "save_color_net", "load_color_net", "has_color_net",
+           "is_model_dir", "MAX_MODEL_PARAMETERS",
            "WEIGHTS", "CONFIG", "KIND", "COLOR_WEIGHTS", "COLOR_KEY"]  # names re-exported from .folder
+
+# Parameters a loaded model (or colour net) may have: above the largest built-in setting (intracoder at
+# 512 px, ~550 M; the `original` preset is ~82 M), at 4 bytes each ~2.4 GB. A module constant a host
+# can lower.
+MAX_MODEL_PARAMETERS = 600_000_000
 
 
 def save_model(folder: str | os.PathLike, model: nn.Module, meta: dict) -> None:
@@ -49,18 +62,14 @@ def save_model(folder: str | os.PathLike, model: nn.Module, meta: dict) -> None:
 
 
 def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[FaceSwapModel, dict]:
-    """Rebuild the architecture from config.json, load the weights strictly; -> (model in eval mode, meta)."""
+    """Rebuild the architecture from config.json, load the weights strictly; -> (model in eval mode, meta).
+
+    `check_model` runs first, so nothing big is allocated for a folder that would not load.
+    """
     folder = Path(folder)
-    config = read_config(folder)
-    try:
-        model = build_model(**config["model"])
-    except (UserError, TypeError) as err:
-        raise UserError(f"{folder / CONFIG} describes a model this version cannot build ({err}): "
-                        "retrain it with this version, or use the version that trained it") from err
+    config = check_model(folder)
+    model = build_model(**config["model"])
     weights_path = folder / WEIGHTS
-    if not weights_path.is_file():
-        raise UserError(f"{folder} has no {WEIGHTS}: the model was not saved completely; "
-                        "resume training to write it again")
     try:
         model.load_state_dict(load_file(weights_path), strict=True)
     except (SafetensorError, RuntimeError, OSError) as err:
@@ -68,6 +77,21 @@ def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") ->
                         f"({str(err).splitlines()[0]}): the folder is damaged or its files are mixed up; "
                         "restore it from a backup or retrain") from err
     return model.to(device).eval(), config.get("meta", {})
+
+
+def check_model(folder: str | os.PathLike) -> dict:
+    """config.json of a model folder that will load, checked without allocating the model; UserError
+    naming the file and the limit or mismatch otherwise. -> the config.
+
+    The architecture is built on the meta device: over MAX_MODEL_PARAMETERS, more identities or a larger
+    resolution than `engine.models.model` allows, or names and shapes that differ from the weights
+    file's header are refused.
+    """
+    folder = Path(folder)
+    config = read_config(folder)
+    _check_against_weights(lambda: build_model(**config["model"]), folder / CONFIG, folder / WEIGHTS, "a model",
+                           "retrain it with this version, or use the version that trained it")
+    return config
 
 
 def save_color_net(folder: str | os.PathLike, net: nn.Module, meta: dict) -> None:
@@ -93,11 +117,9 @@ def load_color_net(folder: str | os.PathLike, device: str | torch.device = "cpu"
     if entry is None:
         raise UserError(f"{folder} has no colour network ({COLOR_WEIGHTS}): train one with "
                         f"`python -m engine train-color --model {folder}`, or use another colour mode")
-    try:
-        net = build_color_net(**entry["net"])
-    except (UserError, TypeError, KeyError) as err:
-        raise UserError(f"{folder / CONFIG} describes a colour network this version cannot build ({err}): "
-                        f"retrain it with `python -m engine train-color --model {folder}`") from err
+    _check_against_weights(lambda: build_color_net(**entry["net"]), folder / CONFIG, folder / COLOR_WEIGHTS,
+                           "a colour network", f"retrain it with `python -m engine train-color --model {folder}`")
+    net = build_color_net(**entry["net"])
     try:
         net.load_state_dict(load_file(folder / COLOR_WEIGHTS), strict=True)
     except (SafetensorError, RuntimeError, OSError) as err:
@@ -105,6 +127,58 @@ def load_color_net(folder: str | os.PathLike, device: str | torch.device = "cpu"
                         f"({str(err).splitlines()[0]}): retrain it with "
                         f"`python -m engine train-color --model {folder}`") from err
     return net.to(device).eval(), entry.get("meta", {})
+
+
+def _check_against_weights(build: Callable[[], nn.Module], config_path: Path, weights_path: Path, what: str,
+                           fix: str) -> None:
+    """Build on the meta device (no memory), bound its size, compare it with the weights file's header."""
+    try:
+        with torch.device("meta"):
+            skeleton = build()
+    except ModelLimitError as err:
+        raise UserError(f"{config_path} is refused: {err}") from err
+    except (UserError, TypeError, ValueError, KeyError, RuntimeError) as err:
+        raise UserError(f"{config_path} describes {what} this version cannot build ({err}): {fix}") from err
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    count = sum(math.prod(shape) for shape in expected.values())
+    if count > MAX_MODEL_PARAMETERS:
+        raise UserError(f"{config_path} is refused: it asks for {count / 1e6:.0f} M parameters, over the limit "
+                        f"of {MAX_MODEL_PARAMETERS / 1e6:.0f} M")
+    if not weights_path.is_file():
+        raise UserError(f"{weights_path.parent} has no {weights_path.name}: the model was not saved completely; "
+                        "resume training to write it again")
+    stored = _stored_shapes(weights_path)
+    problem = _shape_difference(expected, stored)
+    if problem:
+        raise UserError(f"{weights_path} does not match the architecture in {config_path.name} ({problem}): "
+                        "the folder is damaged or its files are mixed up; restore it from a backup or retrain")
+
+
+def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """{tensor name: shape} from a safetensors file's header, its data unread; UserError if unreadable."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"{path} is not a readable safetensors file ({str(err).splitlines()[0]}): "
+                        "the folder is damaged; restore it from a backup or retrain") from err
+
+
+def _shape_difference(expected: dict[str, tuple], stored: dict[str, tuple]) -> str | None:
+    """What differs between the architecture's tensors and the file's, in a few words; None when equal."""
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    wrong = [k for k in expected if k in stored and expected[k] != stored[k]]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensors missing, e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensors, e.g. {unexpected[0]}")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} of other shapes, e.g. {k}: {list(stored[k])} in the file, "
+                     f"{list(expected[k])} in the architecture")
+    return "; ".join(parts) or None
 
 
 def _color_entry(folder: Path) -> dict | None:
