@@ -22,6 +22,9 @@ COMMANDS: list[tuple[str, str, str]] = [
      "train a model's colour network: its faces at 2x/4x in the destination's colours"),
     ("swap", "engine.swap.command", "swap faces in photos and videos with a trained model"),
     ("evaluate", "engine.evaluate.command", "measure swap quality on a video: identity, expression, pose, flicker, speed"),
+    ("export-dataset", "engine.export.command",
+     "write a detector-training dataset: real clips and their swaps as FaceForensics++, masks, crops, split"),
+    ("verify", "engine.provenance.command", "check photos and videos for the studio's provenance metadata and face mark"),
 ]
 
 

@@ -18,6 +18,10 @@ RivaGAN network (ONNX) reads 0.82-0.94 but costs 415 ms per face on one CPU core
 about 130 ms a frame). This mark costs a few milliseconds per face (one 128 px warp each way, a
 32 x 16384 projection) and reads 0.92-0.98 of the bits per frame after the attacks the issue names.
 
+The mark is made at the landmarks the swap used (the face before it was swapped); a reader detects
+the swapped face, whose landmarks a detector places a little differently, and the search in
+`read_face` covers that for a model whose faces keep the pose and expression. A barely trained
+model (a blob where the face was, tens of iterations) moves them further, and its mark is missed.
 Cropping and downscaling the frame do not move the mark off the face, since the reader re-aligns;
 the patterns are fixed by `KEY`, so anyone with this code can read (and, knowingly, strip) the mark:
 it labels honest output, it is not a secret.
@@ -85,15 +89,21 @@ def mark_matrix(landmarks: np.ndarray) -> np.ndarray:
     return align.alignment_matrix(landmarks, MARK_SIZE, MARK_COVERAGE)
 
 
-def embed(frame: np.ndarray, landmarks: np.ndarray, payload: int, *, alpha: np.ndarray | None = None,
+def embed(frame: np.ndarray, landmarks: np.ndarray, payload: int, *, region: tuple[np.ndarray, np.ndarray] | None = None,
           strength: float = STRENGTH) -> np.ndarray:
     """`frame` (RGB uint8, changed in place and returned) with `payload` marked on the face at `landmarks`.
 
-    `alpha` (MARK_SIZE x MARK_SIZE in [0, 1], in the mark's aligned geometry) limits the mark to the
-    pixels the swap replaced; None marks the whole face core.
+    `region` (a mask and its frame -> mask
+    matrix, e.g. a swap's blend mask) limits the mark to the pixels the swap replaced; None marks the
+    whole face core.
     """
     patterns, _ = _patterns()
     matrix = mark_matrix(landmarks)
+    alpha = None
+    if region is not None:
+        mask, mask_matrix = region
+        alpha = cv2.warpAffine(np.asarray(mask, dtype=np.float32), _compose(matrix, align.invert(mask_matrix)),
+                               (MARK_SIZE, MARK_SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
     target = strength * np.where(np.array(payload_bits(payload)) > 0, 1.0, -1.0).astype(np.float32)
     for _ in range(ROUNDS):  # each round reads the frame back: resampling and rounding lose part of a round
         crop = _crop(frame, matrix)
@@ -105,19 +115,23 @@ def embed(frame: np.ndarray, landmarks: np.ndarray, payload: int, *, alpha: np.n
     return frame
 
 
-def _crop(frame: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The 2x3 affine map `outer` after `inner`."""
+    return np.hstack([outer[:, :2] @ inner[:, :2], (outer[:, :2] @ inner[:, 2] + outer[:, 2])[:, None]])
+
+
+def _crop(frame: np.ndarray, matrix: np.ndarray, size: int = MARK_SIZE) -> np.ndarray:
     """`align.warp_face` of just the frame region under the crop (it shrinks what it is given first)."""
-    (x0, y0), (x1, y1) = _bounds(frame, matrix, margin=8)
+    (x0, y0), (x1, y1) = _bounds(frame, matrix, margin=8, size=size)
     shifted = np.asarray(matrix, dtype=np.float64).copy()
     shifted[:, 2] += shifted[:, :2] @ np.array([x0, y0], dtype=np.float64)
-    return align.warp_face(frame[y0:y1, x0:x1], shifted, MARK_SIZE)
+    return align.warp_face(frame[y0:y1, x0:x1], shifted, size)
 
 
-def _bounds(frame: np.ndarray, matrix: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
+def _bounds(frame: np.ndarray, matrix: np.ndarray, margin: int, size: int = MARK_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Frame pixel box (clipped) under the aligned crop of `matrix`, `margin` px wider each way."""
     h, w = frame.shape[:2]
-    corners = align.transform_points([(0, 0), (MARK_SIZE, 0), (0, MARK_SIZE), (MARK_SIZE, MARK_SIZE)],
-                                     align.invert(matrix))
+    corners = align.transform_points([(0, 0), (size, 0), (0, size), (size, size)], align.invert(matrix))
     low = np.maximum(np.floor(corners.min(axis=0)).astype(int) - margin, 0)
     high = np.minimum(np.ceil(corners.max(axis=0)).astype(int) + margin, (w, h))
     return low, np.maximum(high, low)
@@ -139,8 +153,8 @@ def _add_in_frame(frame: np.ndarray, residual: np.ndarray, matrix: np.ndarray) -
 def read_face(frame: np.ndarray, landmarks: np.ndarray, strength: float = STRENGTH) -> np.ndarray:
     """Soft bits of the face at `landmarks`: correlations over `strength`, about +1 / -1 where marked.
 
-    A detector's landmarks on the marked frame are off those the mark was made at by a pixel or so,
-    which costs a mark of 4 px cells much of its correlation; so the crop is read at small shifts
+    A detector's landmarks on the swapped frame are off those the mark was made at (the swap's input
+    face's) by a pixel or so in the mark's crop, which costs a mark of 4 px cells much of its correlation; so the crop is read at small shifts
     around the detected geometry and the shift whose correlations come closest to +-strength (a marked face's, whatever the bits
     say, so the search does not favour the signature) is the reading.
     """
@@ -151,10 +165,15 @@ def read_face(frame: np.ndarray, landmarks: np.ndarray, strength: float = STRENG
         matrix = base.copy()
         matrix[:, 2] += (dx, dy)
         soft = patterns @ _highpass(_luma(_crop(frame, matrix))).ravel()
-        misfit = float(np.square(np.abs(soft) / strength - 1.0).sum())
-        if misfit < best_misfit:
-            best, best_misfit = soft, misfit
+        off = misfit(soft / strength)
+        if off < best_misfit:
+            best, best_misfit = soft, off
     return best / strength
+
+
+def misfit(soft: np.ndarray) -> float:
+    """How far soft bits are from a marked face's +-1 (0 for a perfect reading), whatever their signs."""
+    return float(np.square(np.abs(soft) - 1.0).sum())
 
 
 @dataclass

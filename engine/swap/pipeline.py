@@ -164,7 +164,6 @@ class Swapper:
         self._settings = SwapSettings()
         self._color = auto_color_mode(self.model_dir)
         self._masks: dict[tuple[int, int, int], np.ndarray] = {}
-        self._mark_alphas: dict[tuple[int, int, int], np.ndarray] = {}  # self._masks in the watermark's geometry
         self.selector = FaceSelector.build("largest", MIN_SCORE, self.detect)
         self.update(settings or SwapSettings())
 
@@ -251,24 +250,12 @@ class Swapper:
                 for i, faces_placed in enumerate(placed):
                     for face in faces_placed:
                         watermark.embed(outputs[i], face.landmarks, payload_for(self.model_id),
-                                        alpha=self._mark_alpha(face.mask))
+                                        region=(face.mask, face.matrix))
         return outputs, placed
 
     def provenance(self, source: str | os.PathLike | None) -> Provenance:
         """The record an output swapped from `source` with these settings carries (container metadata)."""
         return for_output(self.model_dir, source, watermark=self._settings.watermark, model=self.model_id)
-
-    def _mark_alpha(self, mask: np.ndarray) -> np.ndarray:
-        """A blend mask (aligned at the blend size) in the watermark's geometry: the mark stays on the
-        pixels the swap replaced."""
-        key = next((k for k, m in self._masks.items() if m is mask), None)  # a learned mask is per face: not kept
-        if key in self._mark_alphas:
-            return self._mark_alphas[key]
-        to_mark = align.recrop_matrix(mask.shape[0], self.coverage, watermark.MARK_SIZE, watermark.MARK_COVERAGE)
-        alpha = cv2.warpAffine(mask, to_mark, (watermark.MARK_SIZE,) * 2, flags=cv2.INTER_AREA)
-        if key is not None:
-            self._mark_alphas[key] = alpha
-        return alpha
 
     def _render(self, crops: np.ndarray, side: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
         """Aligned uint8 crops -> (the crops, the generated faces: (N, 3, R, R) in [0, 1] on the device;

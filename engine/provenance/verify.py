@@ -1,0 +1,146 @@
+"""Check a photo or video for the studio's provenance: the record in its metadata and the mark in its faces.
+
+The two are read independently because they fail differently: metadata is exact (source hash,
+date, model id) but the first re-upload strips it; the pixel mark survives re-encoding, scaling
+and cropping but carries only 32 bits (the studio's signature and the model id's first 4 hex
+digits). A video's faces vote together: the soft bits of up to `frames` sampled frames are summed
+before deciding, so one blurred frame does not flip a bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import UserError
+from engine.provenance import watermark
+from engine.provenance.metadata import read_record
+from engine.provenance.record import Provenance
+
+SAMPLE_FRAMES = 16
+
+
+@dataclass
+class Verdict:
+    """What one file says about itself."""
+
+    path: Path
+    record: Provenance | None = None  # from the metadata
+    reading: watermark.MarkReading | None = None  # from the pixels
+    frames_read: int = 0
+    error: str | None = None  # the file could not be read at all
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def marked(self) -> bool:
+        return self.reading is not None and self.reading.found
+
+    @property
+    def synthetic(self) -> bool:
+        return self.marked or (self.record is not None and self.record.synthetic)
+
+    @property
+    def bit_accuracy(self) -> float | None:
+        """Against the metadata's payload when there is a record, else against the studio's signature."""
+        if self.reading is None or self.reading.faces == 0:
+            return None
+        return self.reading.bit_accuracy(self.record.payload if self.record is not None else None)
+
+    @property
+    def confidence(self) -> float | None:
+        """1 - the chance that unmarked faces agree with the signature as well as these did."""
+        return None if self.reading is None or self.reading.faces == 0 else self.reading.confidence
+
+    def message(self) -> str:
+        if self.error:
+            return f"{self.path}: unreadable ({self.error})"
+        faces = 0 if self.reading is None else self.reading.faces
+        if self.marked:
+            mark = (f"pixel mark found in {faces} face(s) over {self.frames_read} frame(s): bit accuracy "
+                    f"{self.bit_accuracy:.2f}, confidence {self.confidence:.6f}, model tag {self.reading.model_tag}")
+        elif faces:
+            mark = f"no pixel mark in {faces} face(s) over {self.frames_read} frame(s)"
+        else:
+            mark = "no face to read a pixel mark from"
+        if self.record is not None:
+            tag = ""
+            if self.marked and not self.record.model_id.startswith(self.reading.model_tag):
+                tag = f" (the mark's model tag {self.reading.model_tag} is not this model's: re-marked?)"
+            return f"{self.path}: {self.record.summary()}; {mark}{tag}"
+        if self.marked:
+            return (f"{self.path}: synthetic, made by faceswap-studio with a model whose id starts "
+                    f"{self.reading.model_tag}; no provenance metadata (stripped by a re-encode?); {mark}")
+        return f"{self.path}: no mark found ({mark}; no provenance metadata)"
+
+    def to_dict(self) -> dict:
+        return {"file": str(self.path), "synthetic": self.synthetic, "marked": self.marked,
+                "metadata": None if self.record is None else vars(self.record).copy(),
+                "bit_accuracy": self.bit_accuracy, "confidence": self.confidence,
+                "model_tag": None if self.reading is None or not self.reading.faces else self.reading.model_tag,
+                "faces_read": 0 if self.reading is None else self.reading.faces, "frames_read": self.frames_read,
+                "error": self.error, "message": self.message()}
+
+
+def verify_file(path: str | os.PathLike, detector, frames: int = SAMPLE_FRAMES) -> Verdict:
+    """Read `path`'s metadata and the mark in up to `frames` of its frames (faces found by `detector`)."""
+    from engine.media import is_image, is_video
+
+    path = Path(path)
+    verdict = Verdict(path)
+    if not path.is_file():
+        verdict.error = "no such file"
+        return verdict
+    verdict.record = read_record(path)
+    try:
+        if is_video(path):
+            images = _sample_frames(path, frames)
+        elif is_image(path):
+            from engine.media import read_image
+
+            images = [read_image(path)]
+        else:
+            raise UserError(f"{path}: not a photo or video (by its name); verify reads images and videos")
+    except UserError as err:
+        verdict.error = str(err).removeprefix(f"{path}: ")
+        return verdict
+    verdict.frames_read = len(images)
+    verdict.reading = read_mark(images, detector)
+    return verdict
+
+
+def read_mark(images: list[np.ndarray], detector) -> watermark.MarkReading:
+    """The mark of `images` (frames of one video, or one photo): in each, the face that reads most like a
+    marked one votes (by closeness to +-1, not by agreement with the signature, so picking the face does
+    not favour a false match)."""
+    soft, faces = np.zeros(watermark.PAYLOAD_BITS), 0
+    for start in range(0, len(images), 8):
+        batch = images[start:start + 8]
+        for image, found in zip(batch, detector.detect(batch), strict=True):
+            readings = [watermark.read_face(image, face.landmarks) for face in found]
+            if readings:
+                soft += min(readings, key=watermark.misfit)
+                faces += 1
+    return watermark.MarkReading(soft, faces)
+
+
+def _sample_frames(path: Path, frames: int) -> list[np.ndarray]:
+    """Up to `frames` frames spread evenly over the video (decoded in order, the rest skipped)."""
+    from engine.video_reader import probe_video, read_frames
+
+    info = probe_video(path)
+    total = max(1, info.frames)
+    wanted = set(np.linspace(0, total - 1, num=min(frames, total)).round().astype(int).tolist())
+    out = []
+    with contextlib.closing(read_frames(info)) as decoded:
+        for index, rgb in decoded:
+            if index in wanted:
+                out.append(rgb)
+            if index >= max(wanted):
+                break
+    if not out:
+        raise UserError(f"{path}: no frames could be decoded; is it a video?")
+    return out
