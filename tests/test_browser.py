@@ -308,6 +308,16 @@ def _end_to_end(page, url, data_dir):
     assert info.has_audio and round(info.duration * info.avg_fps) == 125
     shot(page, "14-video-done")
 
+    page.get_by_role("tab", name="Verify").click()  # the saved swap says what it is; the original says nothing
+    upload(page, "verify-upload", [ARTIFACTS / "swapped.png", data_dir / "photos" / "obama-480p.jpg"])
+    page.click("#verify-start")
+    table = page.locator("#verify-table")
+    table.wait_for(timeout=120_000)
+    rows = page.locator("#verify-table tr.verify-row")
+    assert "synthetic, made by faceswap-studio" in rows.nth(0).inner_text()
+    assert "no mark found" in rows.nth(1).inner_text()
+    shot(page, "14b-verified")
+
     page.get_by_role("tab", name="Evaluate").click()  # measure the model on a sample of the same video
     page.locator("#evaluate-known input").click()
     page.get_by_role("option", name=re.compile(r"talk3\.mp4")).first.click()

@@ -1,6 +1,6 @@
 """Builds the studio page from the tab modules and serves it.
 
-Layout: the project bar, then the tabs Face sets, Train, Swap, Evaluate. Each tab module renders
+Layout: the project bar, then the tabs Face sets, Train, Swap, Evaluate, Verify (and Export). Each tab module renders
 its components and wires its events; this file only places them and starts the server.
 """
 
@@ -14,12 +14,13 @@ import gradio as gr
 
 from webapp.projects import Workspace
 from webapp.state import CSS, Studio
-from webapp.tabs import evaluate, faces, project_bar, swap, train
+from webapp.tabs import evaluate, export, faces, project_bar, swap, train, verify
 
 log = logging.getLogger(__name__)
 
 TITLE = "Face-swap studio"
-TABS = (("Face sets", faces), ("Train", train), ("Swap", swap), ("Evaluate", evaluate))
+TABS = (("Face sets", faces), ("Train", train), ("Swap", swap), ("Evaluate", evaluate), ("Verify", verify),
+        ("Export", export))
 
 
 def build_app(studio: Studio | None = None) -> gr.Blocks:
