@@ -6,6 +6,11 @@ Frames come out as RGB uint8 (BGR only at OpenCV file edges elsewhere), turned u
 file's display matrix says, one per stored frame: no duplication or dropping to a constant rate,
 so indices match the frame count and `VideoInfo.times` gives each frame's own time (variable-rate
 phone clips keep their timing through a swap; `engine.video_writer` writes at these times).
+
+Limits: a video is refused (UserError naming the file, its size and the limit) when its frame is over
+MAX_VIDEO_PIXELS or it holds over MAX_VIDEO_FRAMES frames, checked from the container's header
+before anything is decoded and again while reading. Module constants, read at each call, so a host
+(the web app's flags) can change them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ from engine.errors import UserError
 
 # containers whose index lists every frame (MP4's sample table): fewer packets than it lists means a cut
 INDEXED_FORMATS = {"mov", "mp4", "m4a", "3gp", "3g2", "mj2"}
+
+# Frame area: DCI 4K (4096x2160) and UHD (3840x2160) fit either way up, with headroom to 4096x2304.
+# A frame decodes to 3 bytes a pixel (28 MB here) and swapping keeps dozens in flight, so an 8000x8000
+# clip of a few KB a frame would take gigabytes; images have their own limit (media.MAX_IMAGE_PIXELS).
+MAX_VIDEO_PIXELS = 4096 * 2304
+# Frames: 20 minutes at 60 fps. Frame times, face tracks and the swap's per-frame records grow with it.
+MAX_VIDEO_FRAMES = 20 * 60 * 60
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     with _open(path) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         try:
             first = next(container.decode(stream), None)
         except av.FFmpegError as err:
@@ -86,6 +98,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         rotation = _quarter_turns(first) * 90
         shape = first if first is not None else stream.codec_context
         width, height = shape.width, shape.height
+        _check_pixels(path, width, height)
         if rotation in (90, 270):
             width, height = height, width
         avg = float(stream.average_rate or 0)
@@ -93,6 +106,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         duration = container.duration / av.time_base if container.duration else 0.0
         if not duration and stream.duration:
             duration = float(stream.duration * stream.time_base)
+        _check_frames(path, stream.frames or round(duration * (avg or fps)), listed=True)
         return VideoInfo(path=str(path), width=int(width), height=int(height), fps=fps, avg_fps=avg or fps,
                          duration=duration, has_audio=bool(container.streams.audio), rotation=rotation)
 
@@ -105,12 +119,14 @@ def read_frames(video: str | Path | VideoInfo, every: int = 1) -> Iterator[tuple
     path = Path(video.path if isinstance(video, VideoInfo) else video)
     index = packets = 0
     with _open(path) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         stream.thread_type = "AUTO"  # frame threads, as the ffmpeg command line decodes
         try:
             for packet in container.demux(stream):
                 packets += not _is_flush(packet)
                 for frame in packet.decode():
+                    _check_pixels(path, frame.width, frame.height)
+                    _check_frames(path, index + 1)
                     if index % every == 0:
                         yield index, _upright(frame)
                     index += 1
@@ -129,11 +145,41 @@ def _open(path: Path) -> av.container.InputContainer:
     except (av.FFmpegError, OSError) as err:
         raise UserError(f"{path}: ffmpeg cannot read a video stream from it ({err}); "
                         "check that it is a video file") from err
-    if not container.streams.video:
-        audio = " (it holds only audio)" if container.streams.audio else ""
+    stream = _video_stream(container)
+    if stream is None:
+        held = [what for what, there in (("audio", container.streams.audio), ("a cover picture", container.streams.video))
+                if there]
+        audio = f" (it holds only {' and '.join(held)})" if held else ""
         container.close()
         raise UserError(f"{path}: no video stream in it{audio}; pass a video file")
+    try:  # from the header, before a frame is decoded (0 where the container does not say)
+        codec = stream.codec_context
+        _check_pixels(path, codec.width, codec.height)
+    except UserError:
+        container.close()
+        raise
     return container
+
+
+def _video_stream(container: av.container.InputContainer) -> av.VideoStream | None:
+    """The first video stream that is moving pictures: a song's cover art (an attached picture) is not one."""
+    return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic),
+                None)
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_VIDEO_PIXELS:
+        raise UserError(f"{path}: its frames are {width}x{height} ({width * height / 1e6:.1f} MP), over the "
+                        f"limit of {MAX_VIDEO_PIXELS / 1e6:.1f} MP for videos; scale it down first "
+                        "(e.g. to 1920x1080)")
+
+
+def _check_frames(path: Path, frames: int, listed: bool = False) -> None:
+    """`frames`: as many as the header lists (`listed`), or the count read so far."""
+    if frames > MAX_VIDEO_FRAMES:
+        held = f"its header lists {frames} frames" if listed else f"it holds more than {MAX_VIDEO_FRAMES} frames"
+        raise UserError(f"{path}: {held}, over the limit of {MAX_VIDEO_FRAMES} frames per video; "
+                        "cut it into shorter parts first")
 
 
 def _frame_times(info: VideoInfo) -> FrameTimes:
@@ -145,7 +191,7 @@ def _frame_times(info: VideoInfo) -> FrameTimes:
     """
     packets, count, damage, usable = [], 0, None, True
     with _open(Path(info.path)) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         time_base = stream.time_base or Fraction(1, 90_000)
         start = round(Fraction(container.start_time or 0, av.time_base) / time_base)
         try:
@@ -153,6 +199,7 @@ def _frame_times(info: VideoInfo) -> FrameTimes:
                 if _is_flush(packet):
                     continue
                 count += 1
+                _check_frames(Path(info.path), count)
                 if packet.is_discard:  # hidden by an edit list: never shown as a frame
                     continue
                 if packet.pts is None:
@@ -182,7 +229,7 @@ def _missing_packets(container: av.container.InputContainer, packets: int) -> st
     Only MP4's index is trusted: AVI's header, say, counts the frames of a constant rate, dropped
     ones too.
     """
-    listed = container.streams.video[0].frames
+    listed = _video_stream(container).frames
     if INDEXED_FORMATS & set(container.format.name.split(",")) and packets < listed:
         return f"the file ends after {packets} of the {listed} frames its index lists"
     return None

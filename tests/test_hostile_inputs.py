@@ -11,9 +11,11 @@ import resource
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from engine import video_reader
 from engine.errors import UserError
 from engine.models import build_model, load_model, save_model
 from engine.models import store as model_store
@@ -108,3 +110,131 @@ def test_hostile_model_zip_is_refused_by_the_web_import_and_the_project_model_is
         import_model(project, archive)
     assert time.perf_counter() - start < 5.0 and _max_rss_mb() - rss < 200
     assert summary(project.model_dir)["iteration"] == 3
+
+
+# ---------------------------------------------------------------- videos
+
+
+def _clip(path: Path, side: int, frames: int, codec: str = "mpeg4") -> Path:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=25)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuv420p"
+        black = av.VideoFrame.from_ndarray(np.zeros((side, side, 3), np.uint8), format="rgb24")
+        for _ in range(frames):
+            out.mux(stream.encode(black))
+        out.mux(stream.encode())
+    return path
+
+
+class _CountingDetector:
+    """Finds no face; counts the frames it is shown."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def detect(self, images):
+        self.frames += len(images)
+        return [[] for _ in images]
+
+
+def test_hostile_video_with_huge_frames_is_refused_from_its_header(tmp_path):
+    huge = _clip(tmp_path / "huge.mp4", 3200, 2)  # 10.2 MP a frame, a few KB of file
+    rss = _max_rss_mb()
+    for read in (video_reader.probe_video, lambda p: next(video_reader.read_frames(p))):
+        with pytest.raises(UserError, match=r"huge\.mp4: its frames are 3200x3200 \(10\.2 MP\), over the limit "
+                                            r"of 9\.4 MP for videos"):
+            read(huge)
+    assert _max_rss_mb() - rss < 200
+
+
+def test_hostile_video_over_the_pixel_limit_is_one_skipped_line_and_the_batch_goes_on(tmp_path, monkeypatch):
+    from engine.faces.extract import extract
+
+    monkeypatch.setattr(video_reader, "MAX_VIDEO_PIXELS", 64 * 64)  # settable, read at each call
+    big, small = _clip(tmp_path / "big.mp4", 96, 3), _clip(tmp_path / "small.mp4", 64, 3)
+    detector = _CountingDetector()
+    report = extract([big, small], tmp_path / "faces", detector=detector)
+    reasons = {Path(s.source).name: s.reason for s in report.skipped}
+    assert reasons["big.mp4"].startswith("its frames are 96x96 (0.0 MP), over the limit")
+    assert reasons["small.mp4"].startswith("no face found")
+    assert report.inputs_read == 1 and detector.frames == 3
+
+
+def test_hostile_video_over_the_frame_limit_is_refused(tmp_path, monkeypatch):
+    clip = _clip(tmp_path / "long.mp4", 64, 12)
+    assert video_reader.probe_video(clip).frames == 12  # a normal clip passes
+    assert len(list(video_reader.read_frames(clip))) == 12
+    monkeypatch.setattr(video_reader, "MAX_VIDEO_FRAMES", 5)
+    with pytest.raises(UserError, match=r"long\.mp4: its header lists 12 frames, over the limit of 5 frames"):
+        video_reader.probe_video(clip)
+    with pytest.raises(UserError, match=r"long\.mp4: it holds more than 5 frames, over the limit of 5"):
+        list(video_reader.read_frames(clip))
+
+
+def _song(path: Path, cover: bool = False) -> Path:
+    """An AAC-only .mp4, with `cover` an album-art picture too (a video stream that is no video)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=44100)
+        if cover:
+            art = out.add_stream("mjpeg", rate=1)
+            art.width = art.height = 64
+            art.pix_fmt = "yuvj420p"
+            art.disposition = av.stream.Disposition.attached_pic
+            picture = art.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24"))
+            picture += art.encode()
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, i * 1024
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+        if cover:
+            out.mux(picture)
+    return path
+
+
+def test_hostile_audio_only_video_says_no_video_stream(tmp_path):
+    from engine.faces.extract import extract
+
+    sound = _song(tmp_path / "sound.mp4")
+    with pytest.raises(UserError, match=r"sound\.mp4: no video stream in it \(it holds only audio\)"):
+        video_reader.probe_video(sound)
+    song = _song(tmp_path / "song.mp4", cover=True)  # was taken for a 1-frame video at 90 000 fps
+    for read in (video_reader.probe_video, lambda p: next(video_reader.read_frames(p))):
+        with pytest.raises(UserError, match=r"song\.mp4: no video stream in it \(it holds only audio and a "
+                                            r"cover picture\)"):
+            read(song)
+    report = extract([sound, _clip(tmp_path / "ok.mp4", 64, 2)], tmp_path / "faces", detector=_CountingDetector())
+    reasons = {Path(s.source).name: s.reason for s in report.skipped}
+    assert reasons["sound.mp4"].startswith("no video stream in it")
+    assert report.inputs_read == 1
+
+
+# ---------------------------------------------------------------- face sets
+
+
+def test_hostile_face_set_over_the_training_cap_is_sampled_evenly_with_a_warning(tmp_path, monkeypatch, caplog):
+    from engine.faces.faceset import FaceSet
+    from engine.train import data
+
+    faceset = FaceSet(tmp_path / "A", size=32, create=True)
+    for i in range(25):
+        faceset.add({"file": f"f{i}.png", "source": "synthetic", "frame": i}, np.full((32, 32, 3), i, np.uint8))
+    faceset.save()
+    assert len(data.load_pool(tmp_path / "A", torch.device("cpu"))) == 25  # under the cap: every face
+    monkeypatch.setattr(data, "MAX_TRAINING_FACES", 10)
+    with caplog.at_level("WARNING", logger="engine.train.data"):
+        pool = data.load_pool(tmp_path / "A", torch.device("cpu"))
+    assert "holds 25 faces of 32 px, over the 10 one training run keeps in memory" in caplog.text
+    values = pool.faces[:, 0, 0, 0].tolist()
+    assert len(values) == 10 and values[0] == 0 and values[-1] == 24 and values == sorted(set(values))
+    ranks = [data.load_pool(tmp_path / "A", torch.device("cpu"), rank, 2).faces[:, 0, 0, 0].tolist()
+             for rank in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == values  # ranks split the sample, disjoint
+    assert data.training_limit(512) == 2  # bigger faces: fewer of them (a quarter at twice the side)

@@ -55,7 +55,7 @@ def resolve_set(given: Path | None, recorded: str | None, side: str):
 
 def reference_embeddings(analyzer, faceset, limit: int, stop: StopFlag) -> np.ndarray:
     """Embeddings of up to `limit` faces of the set, evenly spread over it (all poses and sources)."""
-    images = faceset.load_images()[spread(len(faceset), limit)]
+    images = faceset.load_images(spread(len(faceset), limit))
     embeddings = []
     box = analyzer.box_in_crop(faceset.size, faceset.coverage)
     for crop in images:
@@ -101,7 +101,7 @@ def reconstruction(model, faceset, side: str, train_path: str | None) -> dict:
 
     picks, unseen, note = held_out(faceset, train_path)
     picks = picks[spread(len(picks), MAX_HELD_OUT)]
-    images = faceset.load_images()[picks]
+    images = faceset.load_images(picks)
     faces = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     x = center_crop_batch(faces, resolution=model.resolution, src_coverage=faceset.coverage,
                           model_coverage=model.coverage)

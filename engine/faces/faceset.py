@@ -86,12 +86,16 @@ class FaceSet:
         atomic.write_text(self.path / INDEX,
                           f"{head},\n \"faces\": [\n  {faces}\n ],\n \"inputs\": {{\n  {inputs}\n }}\n}}\n")
 
-    def load_images(self) -> np.ndarray:
-        """All faces as one (N, S, S, 3) uint8 RGB array, in entry order."""
+    def load_images(self, indices=None) -> np.ndarray:
+        """All faces (or those at `indices`, in that order) as one (N, S, S, 3) uint8 RGB array.
+
+        Only the faces asked for are read, so sampling a big set costs the sample's memory alone.
+        """
         import cv2
 
-        out = np.empty((len(self.entries), self.size, self.size, 3), np.uint8)
-        for i, path in enumerate(self.files):
+        files = self.files if indices is None else [self.path / self.entries[int(i)]["file"] for i in indices]
+        out = np.empty((len(files), self.size, self.size, 3), np.uint8)
+        for i, path in enumerate(files):
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise UserError(f"{path} is missing or unreadable: re-run extract, or remove it from the set")

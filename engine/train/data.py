@@ -6,6 +6,7 @@ batch into float crops there, so a GPU run never waits on CPU-side image decodin
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,14 @@ import torch
 
 from engine.errors import UserError
 from engine.faces.faceset import open_faceset
+
+log = logging.getLogger(__name__)
+
+# Faces one training run holds of a side: the whole set sits in memory (on the GPU when training
+# there) as uint8, and 20 000 faces of 256 px are 3.9 GB. Bigger sets, or sets of bigger faces
+# (the cap shrinks with the face's area above 256 px), are sampled evenly in extraction order, so
+# every source keeps its share. A module constant a host can change.
+MAX_TRAINING_FACES = 20_000
 
 __all__ = ["FacePool", "BatchSampler", "load_pool", "preview_faces", "rank_indices",
            "open_faceset"]  # the last re-exported for old callers: it lives in engine.faces.faceset
@@ -43,11 +52,28 @@ def rank_indices(count: int, rank: int, world_size: int) -> np.ndarray:
     return np.arange(rank, count, world_size)
 
 
+def training_limit(size: int) -> int:
+    """How many faces of `size` px one side may keep in memory: MAX_TRAINING_FACES at 256 px or less."""
+    return max(1, MAX_TRAINING_FACES * 256 * 256 // max(size, 256) ** 2)
+
+
+def training_sample(count: int, size: int, name: str) -> np.ndarray:
+    """Indices of the faces to train on: all of them, or an even spread of `training_limit` (with a warning)."""
+    limit = training_limit(size)
+    if count <= limit:
+        return np.arange(count)
+    log.warning("face set %s holds %d faces of %d px, over the %d one training run keeps in memory: "
+                "training on an even sample of %d of them (split the set, or raise "
+                "engine.train.data.MAX_TRAINING_FACES on a machine with the memory)", name, count, size, limit, limit)
+    return np.unique(np.linspace(0, count - 1, num=limit).round().astype(np.int64))
+
+
 def load_pool(path: str | Path, device: torch.device, rank: int = 0, world_size: int = 1) -> FacePool:
     """Load this rank's slice of a face set onto `device` as (N, 3, S, S) uint8."""
     faceset = open_faceset(path)
-    keep = rank_indices(len(faceset), rank, world_size)
-    images = faceset.load_images()[keep]  # (N, S, S, 3) uint8 RGB
+    picks = training_sample(len(faceset), faceset.size, str(path))
+    keep = picks[rank_indices(len(picks), rank, world_size)]
+    images = faceset.load_images(keep)  # (N, S, S, 3) uint8 RGB
     faces = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
     return FacePool(name=str(path), faces=faces, coverage=float(faceset.coverage))
 
