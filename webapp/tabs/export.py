@@ -1,0 +1,222 @@
+"""Export tab: a deepfake-detector training set from the project's videos and model, as one zip.
+
+The job is `engine.export.run.export_dataset` (the same code as `python -m engine export-dataset`) on
+the `media` lane, with the project's model as the one model; the identity it puts in is named after
+the project. The export is written to a temporary folder, zipped to `outputs/exports/<name>.zip`
+under a temporary name and renamed, and the folder removed: the zip is the one thing kept and offered
+for download, and a stopped or failed export leaves nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from engine.errors import UserError
+from engine.export.options import COMPRESSIONS, ExportOptions
+from engine.media import is_video
+from engine.progress import Progress
+from webapp.jobs import DONE, RUNNING, Job, describe, format_eta
+from webapp.projects import Project, keep_uploads, split_uploads
+from webapp.state import Studio, newly_done, progress_bar, publish, waiting_view
+
+POLL_S = 2.0
+KIND = "export"
+DEFAULT_FRAMES = 300  # per clip: a dataset of long clips is a long job on a CPU
+SPLIT_CHOICES = [
+    ("by identity: nobody in two splits, the face put in included (one model: only train gets fakes)", "identity"),
+    ("by source: the clips' people apart; the model's face appears in every split", "source"),
+]
+STORED = {".mp4", ".png"}  # compressed already: stored as they are, which keeps zipping fast
+
+
+def render(studio: Studio) -> SimpleNamespace:
+    d = ExportOptions
+    gr.Markdown("Build a **deepfake-detector training set**: real clips and the project model's swaps of them, laid "
+                "out as FaceForensics++ (original and manipulated videos at each compression, a binary mask per "
+                "fake frame, a manifest, a train/val/test split), as one zip. For detector training only: every "
+                "fake says in its metadata that it is synthetic.")
+    with gr.Row():
+        with gr.Column():
+            known = gr.Dropdown([], value=[], multiselect=True, label="The project's videos",
+                                info="each clip is taken as one person", elem_id="export-known")
+            upload = gr.File(label="... and/or upload videos of real people", file_count="multiple",
+                             file_types=["video"], height=140, elem_id="export-upload")
+        with gr.Column():
+            compressions = gr.CheckboxGroup(list(COMPRESSIONS), value=list(d.compressions),
+                                            label="Compression (H.264 crf 0, 23, 40, as FF++)",
+                                            elem_id="export-compressions")
+            frames = gr.Number(DEFAULT_FRAMES, precision=0, minimum=0, label="Frames per clip",
+                               info="the first N frames of each clip; 0 = all", elem_id="export-frames")
+            split_by = gr.Radio(SPLIT_CHOICES, value=d.split_by, label="Split", elem_id="export-split-by")
+            with gr.Row():
+                crops = gr.Checkbox(d.crops, label="Face crops too (PNG, face box x1.3)", elem_id="export-crops")
+                balance = gr.Checkbox(d.balance, label="Balance real and fake frames", elem_id="export-balance")
+                watermark = gr.Checkbox(d.watermark, label="Watermark the swapped faces",
+                                        elem_id="export-watermark")
+    with gr.Row():
+        start = gr.Button("Export dataset", variant="primary", elem_id="export-start")
+        stop = gr.Button("Stop", variant="stop", elem_id="export-stop")
+    bar = gr.HTML(progress_bar(0, "idle"), elem_id="export-bar")
+    status = gr.Markdown("", elem_id="export-status")
+    download = gr.File(label="Dataset (zip)", interactive=False, elem_id="export-download")
+    return SimpleNamespace(known=known, upload=upload, compressions=compressions, frames=frames, split_by=split_by,
+                           crops=crops, balance=balance, watermark=watermark, start=start, stop=stop, bar=bar,
+                           status=status, download=download, timer=gr.Timer(POLL_S), seen=gr.State({}))
+
+
+def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
+    def start(name, known, uploads, compressions, frames, split_by, crops, balance, watermark,
+              request: gr.Request):
+        proj = studio.project(request, name)
+        try:
+            videos = pick_videos(proj, known or [], uploads or [])
+            if not compressions:
+                raise UserError("tick at least one compression level")
+            frames = int(frames or 0)
+            if frames < 0:
+                raise UserError(f"frames per clip: {frames}; use 1 or more, or 0 for every frame")
+            options = ExportOptions(videos=[], models=[], out=Path(), compressions=tuple(compressions),
+                                    crops=bool(crops), split_by=split_by, balance=bool(balance),
+                                    max_frames=frames or None, watermark=bool(watermark), device=studio.device)
+            studio.jobs.submit(proj.owner, proj.name, KIND, export_job(proj, videos, options), lane="media")
+        except UserError as err:
+            raise gr.Error(str(err)) from err
+        return {}
+
+    def stop(name, request: gr.Request):
+        studio.stop_job(request, name, KIND)
+
+    def poll(name, seen, request: gr.Request):
+        if not name:
+            return progress_bar(0, "no project open"), "", gr.skip(), gr.skip(), {}
+        proj = studio.project(request, name)
+        job = studio.jobs.find(proj.owner, proj.name, KIND)
+        bar, status = _job_view(studio, job)
+        if not newly_done(job, seen):
+            return bar, status, gr.skip(), gr.skip(), seen
+        return bar, status, publish(job.result["zip"]), _video_choices(proj), {"shown": job.id}
+
+    def opened(name, request: gr.Request):
+        """A project opened: its videos, its newest export; the job already seen is not re-shown."""
+        if not name:
+            return gr.update(choices=[], value=[]), None, {}
+        proj = studio.project(request, name)
+        job = studio.jobs.find(proj.owner, proj.name, KIND)
+        seen = {"shown": job.id} if job is not None and job.state == DONE else {}
+        zips = exports(proj)
+        return _video_choices(proj), publish(zips[0]) if zips else None, seen
+
+    poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.status, ui.download, ui.known, ui.seen])
+    ui.start.click(start, inputs=[project, ui.known, ui.upload, ui.compressions, ui.frames, ui.split_by, ui.crops,
+                                  ui.balance, ui.watermark], outputs=ui.seen).then(poll, **poll_io)
+    ui.stop.click(stop, inputs=project).then(poll, **poll_io)
+    ui.timer.tick(poll, **poll_io, show_progress="hidden", concurrency_limit=None)
+    project.change(opened, inputs=project, outputs=[ui.known, ui.download, ui.seen]).then(poll, **poll_io)
+
+
+def exports_dir(proj: Project) -> Path:
+    return proj.outputs / "exports"
+
+
+def exports(proj: Project) -> list[Path]:
+    """The project's finished export zips, newest first."""
+    folder = exports_dir(proj)
+    found = [p for p in folder.glob("*.zip") if not p.name.startswith(".")] if folder.is_dir() else []
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def pick_videos(proj: Project, known: list[str], uploads: list[str]) -> list[Path]:
+    """The picked project videos (by their names on the page, never a path it made up) and the uploads,
+    kept in the project."""
+    by_name = {str(p.relative_to(proj.path)): p for p in proj.videos()}
+    videos = []
+    for name in known:
+        if name not in by_name:
+            raise UserError(f"the project has no video {name!r} any more: upload it again")
+        videos.append(by_name[name])
+    usable, refused = split_uploads(uploads)
+    refused += [f"{p.name}: not a video; send mp4, mov, mkv, webm, ..." for p in usable if not is_video(p)]
+    if refused:
+        raise UserError(refused[0])
+    videos += keep_uploads(proj, KIND, usable)
+    if not videos:
+        raise UserError("pick or upload at least one video of a real person first")
+    return list(dict.fromkeys(videos))
+
+
+def export_job(proj: Project, videos: list[Path], settings: ExportOptions):
+    """The job: export with the project's model (named after the project), zip, keep only the zip."""
+    from dataclasses import replace
+
+    from engine.export.options import ModelInput, VideoInput
+    from engine.models import is_model_dir
+
+    if not is_model_dir(proj.model_dir):
+        raise UserError("this project has no trained model yet: train one first (Train tab)")
+
+    def run(job: Job) -> dict | None:
+        from engine.export.run import export_dataset
+
+        name = f"dataset-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = exports_dir(proj) / name
+        options = replace(settings, videos=[VideoInput(v) for v in videos],
+                          models=[ModelInput(proj.model_dir, proj.name)], out=out)
+        try:
+            report = export_dataset(options, listeners=[job.listen], stop=job.stop)
+            if report.status != "done":
+                return None
+            last = job.progress
+            job.listen(Progress(KIND, last.step if last else 0, last.total if last else None,
+                                message="zipping the dataset"))
+            target = zip_folder(out)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        fakes = sum(r["label"] == "fake" for r in report.rows)
+        return {"zip": str(target), "real": len(report.rows) - fakes, "fake": fakes, "crops": report.crops,
+                "skipped": report.skipped, "notes": report.notes}
+    return run
+
+
+def zip_folder(folder: Path) -> Path:
+    """`folder` as `<folder>.zip` beside it (members under `<folder name>/`), written under a temporary name."""
+    from engine.atomic import write_with
+
+    target = folder.with_suffix(".zip")
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                zf.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}",
+                         compress_type=zipfile.ZIP_STORED if path.suffix in STORED else zipfile.ZIP_DEFLATED)
+    write_with(target, write)
+    return target
+
+
+def _job_view(studio: Studio, job: Job | None) -> tuple[str, str]:
+    waiting = waiting_view(studio, job, "loading the model, checking the videos for faces")
+    if waiting is not None:
+        return waiting
+    event = job.progress
+    if job.state == RUNNING:
+        text = event.message or "working"
+        if event.total:
+            text += f": frame {event.step}/{event.total}" + (f", ETA {format_eta(event.eta_s)}" if event.eta_s else "")
+        return progress_bar(event.fraction or 0, text), ""
+    if job.state == DONE and job.result is not None:
+        r = job.result
+        lines = [f"**done**: `{Path(r['zip']).name}`, {r['real']} real and {r['fake']} fake videos"
+                 + (f", {r['crops']} face crops" if r["crops"] else "") + " (download below)"]
+        lines += [f"- skipped {s}" for s in r["skipped"]] + [f"- note: {n}" for n in r["notes"]]
+        return progress_bar(1.0, "done"), "\n".join(lines)
+    return progress_bar(0, job.state), f"**{describe(job.kind)} {job.state}**: {job.message}"
+
+
+def _video_choices(proj: Project):
+    choices = [(f"{p.name} ({p.parent.name})", str(p.relative_to(proj.path))) for p in proj.videos()]
+    return gr.update(choices=choices, value=[])
