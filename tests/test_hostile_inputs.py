@@ -238,3 +238,100 @@ def test_hostile_face_set_over_the_training_cap_is_sampled_evenly_with_a_warning
              for rank in (0, 1)]
     assert sorted(ranks[0] + ranks[1]) == values  # ranks split the sample, disjoint
     assert data.training_limit(512) == 2  # bigger faces: fewer of them (a quarter at twice the side)
+
+
+# ---------------------------------------------------------------- archives
+
+
+def _png(value: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((48, 48, 3), value, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _hostile_zip(path: Path, good: dict[str, bytes], empty: bool = True, encrypted: bool = True,
+                 method: bool = True) -> Path:
+    """`good` members plus (as each flag says) one with an empty name, one marked encrypted and one
+    compressed with a method zipfile lacks; the bad ones are marked in the central directory, which
+    is what readers list."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in good.items():
+            zf.writestr(name, data)
+        for flag, name in ((empty, "empty.png"), (encrypted, "locked.png"), (method, "deflate64.png")):
+            if flag:
+                zf.writestr(name, _png(9))
+                info = zf.filelist[-1]
+                if name == "empty.png":
+                    info.filename = ""
+                elif name == "locked.png":
+                    info.flag_bits |= 0x1
+                else:
+                    info.compress_type = 9  # deflate64
+    return path
+
+
+def test_hostile_zip_members_are_each_one_skipped_line_and_the_good_ones_are_extracted(tmp_path):
+    from engine.faces.extract import extract
+    from engine.faces.inputs import collect
+
+    archive = _hostile_zip(tmp_path / "photos.zip", {"one.png": _png(50), "sub/two.png": _png(90)})
+    items, skipped = collect([archive])
+    assert [item.member for item in items] == ["one.png", "sub/two.png"]
+    reasons = {s.source.split("::")[1]: s.reason for s in skipped}
+    assert reasons[""].startswith("member has an empty name")
+    assert reasons["locked.png"].startswith("member is encrypted (password-protected)")
+    assert reasons["deflate64.png"].startswith("member is compressed with method 9")
+    detector = _CountingDetector()
+    report = extract([archive, tmp_path / "missing.png"], tmp_path / "faces", detector=detector)
+    assert report.inputs_read == 2 and detector.frames == 2  # both good members read
+    assert len(report.skipped) == 3 + 1 + 2  # the bad members, the missing file, two faceless photos
+
+
+def test_hostile_zip_member_that_fails_while_reading_is_one_skipped_line(tmp_path):
+    """Members that pass the listing and fail when read (flag bit 5, 'compressed patched data', makes
+    zipfile raise NotImplementedError; a bad CRC raises BadZipFile) are each one line too."""
+    import zipfile
+
+    from engine.faces.extract import extract
+
+    archive = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("patched.mp4", _clip(tmp_path / "c.mp4", 64, 2).read_bytes())
+        zf.filelist[-1].flag_bits |= 0x20
+        zf.writestr("patched.png", _png(20))
+        zf.filelist[-1].flag_bits |= 0x20
+        zf.writestr("bad-crc.png", _png(40))
+        zf.filelist[-1].CRC ^= 1
+        zf.writestr("ok.png", _png(30))
+    detector = _CountingDetector()
+    report = extract([archive], tmp_path / "faces", detector=detector)
+    assert report.inputs_read == 1 and detector.frames == 1  # ok.png read, the others reported
+    reasons = {s.source.split("::")[1]: s.reason for s in report.skipped}
+    for member in ("patched.mp4", "patched.png", "bad-crc.png"):
+        assert reasons[member].startswith("cannot be read from the archive ("), reasons
+
+
+@pytest.mark.parametrize("bad", ["empty", "encrypted", "method"])
+def test_hostile_model_zip_member_is_a_clear_refusal(tmp_path, bad):
+    import zipfile
+
+    from engine.models.folder import summary
+    from webapp.projects import Workspace, import_model
+
+    project = Workspace(tmp_path / "ws").create("ann", "p")
+    save_model(project.model_dir, build_model("lite"), {"iteration": 3})
+    good = {f"model/{name}": (project.model_dir / name).read_bytes() for name in ("config.json", "model.safetensors")}
+    archive = _hostile_zip(tmp_path / "up.zip", good, empty=bad == "empty", encrypted=bad == "encrypted",
+                           method=bad == "method")
+    match = {"empty": "a member has an empty name", "encrypted": "'locked.png' is encrypted",
+             "method": "'deflate64.png' uses compression method 9"}[bad]
+    with pytest.raises(UserError, match=f"up.zip: (member )?{match}"):
+        import_model(project, archive)
+    assert summary(project.model_dir)["iteration"] == 3
+    assert zipfile.is_zipfile(archive)

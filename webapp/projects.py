@@ -18,6 +18,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -215,8 +216,12 @@ def import_model(project: Project, archive: str | Path) -> str:
                 if not target.resolve().is_relative_to(staging.resolve()):
                     raise UserError(f"{archive.name}: member {info.filename!r} points outside the archive")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                try:
+                    with zf.open(info) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError, zlib.error) as err:
+                    raise UserError(f"{archive.name}: member {info.filename!r} cannot be read ({err}); "
+                                    "upload a zip made with 'Download model'") from err
         root = model_folder.model_root(staging)
         if root is None or not model_folder.is_model_dir(root):
             raise UserError(f"{archive.name} holds no model folder ({model_folder.CONFIG} + {model_folder.WEIGHTS} "
@@ -245,8 +250,16 @@ def _checked_members(zf: zipfile.ZipFile, name: str) -> list[tuple[zipfile.ZipIn
     total, members = 0, []
     for info in infos:
         raw = info.filename
+        if not raw:  # before is_dir(), which fails on it
+            raise UserError(f"{name}: a member has an empty name; upload a zip made with 'Download model'")
         if info.is_dir():
             continue
+        if info.flag_bits & 0x1:
+            raise UserError(f"{name}: member {raw!r} is encrypted (password-protected); "
+                            "upload a zip made with 'Download model'")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+            raise UserError(f"{name}: member {raw!r} uses compression method {info.compress_type}, which cannot "
+                            "be read here; upload a zip made with 'Download model'")
         if stat.S_ISLNK(info.external_attr >> 16):
             raise UserError(f"{name}: member {raw!r} is a link; model archives hold plain files only")
         path = PurePosixPath(raw.replace("\\", "/"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,11 @@ MAX_ARCHIVE_BYTES = 8 << 30     # all members, uncompressed
 MAX_RATIO = 100                 # uncompressed / compressed, for members over RATIO_MIN_BYTES
 RATIO_MIN_BYTES = 4 << 20
 MAX_MEMBERS = 100_000
+# what reading a zip or one of its members raises besides UserError: a damaged archive, an encrypted
+# member (RuntimeError), a compression method zipfile lacks (NotImplementedError), a broken stream
+READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, NotImplementedError,
+               ValueError, zlib.error)
+SUPPORTED_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 
 
 @dataclass
@@ -46,6 +52,10 @@ class MediaItem:
         try:
             with zipfile.ZipFile(self.zip_path) as zf, zf.open(self.member) as src, open(target, "wb") as dst:
                 _copy_limited(src, dst, MAX_MEMBER_BYTES, self.source)
+        except READ_ERRORS as err:
+            target.unlink(missing_ok=True)
+            raise UserError(f"{self.source}: cannot be read from the archive ({err})") from err
+        try:
             yield target
         finally:
             target.unlink(missing_ok=True)
@@ -90,8 +100,8 @@ def _add_file(path: Path, items: list[MediaItem], skipped: list[Skipped]) -> Non
 def _add_zip(path: Path, items: list[MediaItem], skipped: list[Skipped]) -> None:
     try:
         with zipfile.ZipFile(path) as zf:
-            infos = [i for i in zf.infolist() if not i.is_dir()]
-    except (zipfile.BadZipFile, OSError) as err:
+            infos = [i for i in zf.infolist() if not i.filename.endswith("/")]  # is_dir() fails on ""
+    except READ_ERRORS as err:
         skipped.append(Skipped(str(path), f"not a readable zip archive ({err})"))
         return
     if len(infos) > MAX_MEMBERS:
@@ -104,6 +114,10 @@ def _add_zip(path: Path, items: list[MediaItem], skipped: list[Skipped]) -> None
         return
     for info in infos:
         source = f"{path}::{info.filename}"
+        reason = _member_reason(info)
+        if reason:
+            skipped.append(Skipped(source, reason))
+            continue
         name = PurePosixPath(info.filename)
         if name.is_absolute() or ".." in name.parts or "\\" in info.filename or ":" in name.parts[0]:
             skipped.append(Skipped(source, "member path points outside the archive (path traversal); refused"))
@@ -123,6 +137,18 @@ def _add_zip(path: Path, items: list[MediaItem], skipped: list[Skipped]) -> None
                                zip_path=path, member=info.filename))
 
 
+def _member_reason(info: zipfile.ZipInfo) -> str | None:
+    """Why a member cannot be read at all (each is one skipped line; the other members go on)."""
+    if not info.filename:
+        return "member has an empty name; refused"
+    if info.flag_bits & 0x1:
+        return "member is encrypted (password-protected); unpack it with its password and add the files"
+    if info.compress_type not in SUPPORTED_METHODS:
+        return (f"member is compressed with method {info.compress_type}, which cannot be read here; "
+                "re-zip it with ordinary (deflate) compression")
+    return None
+
+
 def _bomb_reason(info: zipfile.ZipInfo) -> str | None:
     if info.file_size > MAX_MEMBER_BYTES:
         return f"unpacks to {info.file_size >> 20} MiB, over the {MAX_MEMBER_BYTES >> 20} MiB limit (zip bomb?)"
@@ -140,7 +166,7 @@ def _member_reader(zip_path: Path, member: str, source: str) -> Callable[[], byt
         try:
             with zipfile.ZipFile(zip_path) as zf, zf.open(member) as src:
                 _copy_limited(src, buf, MAX_MEMBER_BYTES, source)
-        except (zipfile.BadZipFile, OSError, EOFError) as err:
+        except READ_ERRORS as err:
             raise UserError(f"{source}: cannot be read from the archive ({err})") from err
         return buf.getvalue()
 
