@@ -335,3 +335,33 @@ def test_hostile_model_zip_member_is_a_clear_refusal(tmp_path, bad):
         import_model(project, archive)
     assert summary(project.model_dir)["iteration"] == 3
     assert zipfile.is_zipfile(archive)
+
+
+# ---------------------------------------------------------------- small ones
+
+
+def test_hostile_face_removal_deletes_only_faces_the_set_lists(tmp_path):
+    from engine.faces.faceset import FaceSet
+
+    faceset = FaceSet(tmp_path / "A", size=16, create=True)
+    for i in range(3):
+        faceset.add({"file": f"f{i}.png", "source": "synthetic", "frame": i}, np.zeros((16, 16, 3), np.uint8))
+    faceset.save()
+    (tmp_path / "precious.txt").write_text("keep")
+    (tmp_path / "A" / "notes.txt").write_text("keep")
+    asked = ["f1.png", "../precious.txt", str(tmp_path / "precious.txt"), "notes.txt", "faces.json", "", "..", "f9.png"]
+    assert faceset.remove(asked) == 1
+    assert (tmp_path / "precious.txt").exists() and (tmp_path / "A" / "notes.txt").exists()
+    assert (tmp_path / "A" / "faces.json").exists() and not (tmp_path / "A" / "f1.png").exists()
+    assert [e["file"] for e in FaceSet(tmp_path / "A").entries] == ["f0.png", "f2.png"]
+
+
+def test_hostile_auth_file_that_is_not_utf8_is_a_clear_error(tmp_path):
+    from webapp.ui import read_credentials
+
+    auth = tmp_path / "users.txt"
+    auth.write_bytes("ann:s\u00e9cret\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"users\.txt is not UTF-8 text"):
+        read_credentials([], auth)
+    auth.write_bytes("\ufeffann:s\u00e9cret\n".encode())  # UTF-8 with a BOM, as Notepad writes it
+    assert read_credentials([], auth) == {"ann": "s\u00e9cret"}

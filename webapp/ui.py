@@ -78,10 +78,13 @@ def read_credentials(pairs: list[str], file: str | Path | None) -> dict[str, str
     lines = list(pairs or [])
     if file:
         try:
-            lines += [ln.strip() for ln in Path(file).read_text().splitlines()
+            lines += [ln.strip() for ln in Path(file).read_text(encoding="utf-8-sig").splitlines()
                       if ln.strip() and not ln.lstrip().startswith("#")]
         except OSError as err:
             raise UserError(f"cannot read --auth-file {file}: {err}") from err
+        except UnicodeDecodeError as err:
+            raise UserError(f"--auth-file {file} is not UTF-8 text ({err.reason} at byte {err.start}): "
+                            "write it as USER:PASS lines in UTF-8") from err
     credentials = {}
     for line in lines:
         user, sep, password = line.partition(":")

@@ -67,8 +67,13 @@ class FaceSet:
         self.entries.append(entry)
 
     def remove(self, files: list[str]) -> int:
-        """Delete faces by file name (e.g. bad crops picked in the web gallery); returns how many."""
-        drop = set(files)
+        """Delete faces by file name (e.g. bad crops picked in the web gallery); returns how many.
+
+        Only names faces.json lists, each a plain name inside the set's folder, are deleted: the names
+        come from a browser, so anything else (another file, a path) is ignored.
+        """
+        listed = {e["file"] for e in self.entries}
+        drop = {name for name in files if _plain_name(name) and name in listed}
         kept = [e for e in self.entries if e["file"] not in drop]
         removed = len(self.entries) - len(kept)
         self.entries = kept
@@ -103,6 +108,11 @@ class FaceSet:
                 raise UserError(f"{path} is {bgr.shape[1]}x{bgr.shape[0]}, the set says {self.size} px")
             out[i] = bgr[..., ::-1]
         return out
+
+
+def _plain_name(name) -> bool:
+    """A file name with no folder part: no separators, not '.' or '..'."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 
 def open_faceset(path: str | Path) -> FaceSet:
