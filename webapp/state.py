@@ -20,7 +20,7 @@ import gradio as gr
 
 from engine.errors import UserError
 from engine.models import folder as model_folder
-from webapp.jobs import DONE, QUEUED, RUNNING, Job, JobManager, describe, ordinal
+from webapp.jobs import DONE, QUEUED, RUNNING, Job, JobManager, describe, format_eta, ordinal
 from webapp.projects import Project, Workspace
 
 
@@ -145,6 +145,15 @@ def waiting_view(studio: Studio, job: Job | None, starting: str) -> tuple[str, s
     if job.state == RUNNING and job.progress is None:
         return progress_bar(0, f"starting: {starting}"), ""
     return None
+
+
+def running_bar(job: Job, unit: str) -> str:
+    """The bar of a running job: its message and `unit` N/M with the ETA (Evaluate and Export)."""
+    event = job.progress
+    text = event.message or "working"
+    if event.total:
+        text += f": {unit} {event.step}/{event.total}" + (f", ETA {format_eta(event.eta_s)}" if event.eta_s else "")
+    return progress_bar(event.fraction or 0, text)
 
 
 def newly_done(job: Job | None, seen: dict) -> bool:

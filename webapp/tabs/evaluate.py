@@ -22,9 +22,9 @@ import gradio as gr
 from engine.errors import UserError
 from engine.evaluate.report import SavedReport, format_value, read_report, standalone_html
 from engine.faces.faceset import face_count
-from webapp.jobs import DONE, RUNNING, Job, describe, format_eta
+from webapp.jobs import DONE, RUNNING, Job, describe
 from webapp.projects import Project, keep_uploads, split_uploads
-from webapp.state import Studio, newly_done, progress_bar, publish, waiting_view
+from webapp.state import Studio, newly_done, progress_bar, publish, running_bar, waiting_view
 
 POLL_S = 2.0
 DEFAULT_FRAMES = 120
@@ -170,12 +170,8 @@ def _job_view(studio: Studio, job: Job | None) -> tuple[str, str]:
     waiting = waiting_view(studio, job, "loading the model")
     if waiting is not None:
         return waiting
-    event = job.progress
     if job.state == RUNNING:
-        text = event.message or "working"
-        if event.total:
-            text += f": step {event.step}/{event.total}" + (f", ETA {format_eta(event.eta_s)}" if event.eta_s else "")
-        return progress_bar(event.fraction or 0, text), ""
+        return running_bar(job, "step"), ""
     if job.state == DONE and job.result is not None:
         return progress_bar(1.0, "done"), f"**done**: report `{Path(job.result).name}` (shown below)"
     return progress_bar(0, job.state), f"**{describe(job.kind)} {job.state}**: {job.message}"

@@ -21,9 +21,9 @@ from engine.errors import UserError
 from engine.export.options import COMPRESSIONS, ExportOptions
 from engine.media import is_video
 from engine.progress import Progress
-from webapp.jobs import DONE, RUNNING, Job, describe, format_eta
+from webapp.jobs import DONE, RUNNING, Job, describe
 from webapp.projects import Project, keep_uploads, split_uploads
-from webapp.state import Studio, newly_done, progress_bar, publish, waiting_view
+from webapp.state import Studio, newly_done, progress_bar, publish, running_bar, waiting_view
 
 POLL_S = 2.0
 KIND = "export"
@@ -202,12 +202,8 @@ def _job_view(studio: Studio, job: Job | None) -> tuple[str, str]:
     waiting = waiting_view(studio, job, "loading the model, checking the videos for faces")
     if waiting is not None:
         return waiting
-    event = job.progress
     if job.state == RUNNING:
-        text = event.message or "working"
-        if event.total:
-            text += f": frame {event.step}/{event.total}" + (f", ETA {format_eta(event.eta_s)}" if event.eta_s else "")
-        return progress_bar(event.fraction or 0, text), ""
+        return running_bar(job, "frame"), ""
     if job.state == DONE and job.result is not None:
         r = job.result
         lines = [f"**done**: `{Path(r['zip']).name}`, {r['real']} real and {r['fake']} fake videos"
