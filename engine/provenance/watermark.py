@@ -74,6 +74,12 @@ def _patterns() -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(q.T, dtype=np.float32), weight
 
 
+def _project(patterns: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Each pattern's dot product with `image` (32 x 16384: einsum's own loop, not BLAS, whose threads
+    spin against the swap's own on a busy CPU and made this 100x slower there)."""
+    return np.einsum("ij,j->i", patterns, image.ravel())
+
+
 def _luma(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32) @ _LUMA
 
@@ -81,7 +87,7 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 def _projections(crop: np.ndarray) -> np.ndarray:
     """The high-passed luma of an aligned crop along each bit's pattern (32,)."""
     patterns, _ = _patterns()
-    return patterns @ _highpass(_luma(crop)).ravel()
+    return _project(patterns, _highpass(_luma(crop)))
 
 
 def mark_matrix(landmarks: np.ndarray) -> np.ndarray:
@@ -107,8 +113,8 @@ def embed(frame: np.ndarray, landmarks: np.ndarray, payload: int, *, region: tup
     target = strength * np.where(np.array(payload_bits(payload)) > 0, 1.0, -1.0).astype(np.float32)
     for _ in range(ROUNDS):  # each round reads the frame back: resampling and rounding lose part of a round
         crop = _crop(frame, matrix)
-        amounts = target - patterns @ _highpass(_luma(crop)).ravel()
-        residual = (amounts @ patterns).reshape(MARK_SIZE, MARK_SIZE)
+        amounts = target - _project(patterns, _highpass(_luma(crop)))
+        residual = np.einsum("i,ij->j", amounts.astype(np.float32), patterns).reshape(MARK_SIZE, MARK_SIZE)
         if alpha is not None:
             residual = residual * alpha
         _add_in_frame(frame, residual, matrix)
@@ -164,7 +170,7 @@ def read_face(frame: np.ndarray, landmarks: np.ndarray, strength: float = STRENG
     for dx, dy in SEARCH_SHIFTS:
         matrix = base.copy()
         matrix[:, 2] += (dx, dy)
-        soft = patterns @ _highpass(_luma(_crop(frame, matrix))).ravel()
+        soft = _project(patterns, _highpass(_luma(_crop(frame, matrix))))
         off = misfit(soft / strength)
         if off < best_misfit:
             best, best_misfit = soft, off
