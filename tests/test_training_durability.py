@@ -6,11 +6,23 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+from test_train import tiny
 
 from engine import atomic
+from engine.cli import main as cli_main
+from engine.models import load_model
+from engine.models.folder import LOCK, portable_files
+from engine.models.lock import FolderBusyError, training_lock
+from engine.train import ColorConfig, train, train_color
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_atomic_write_fsyncs_its_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
@@ -72,3 +84,85 @@ def test_temp_files_match_the_names_atomic_writes_make_and_nothing_else(tmp_path
     assert atomic.temp_files(tmp_path) == sorted(made)
     assert atomic.remove_temp_files(tmp_path) == (len(made), len(made))
     assert atomic.temp_files(tmp_path) == [] and all((tmp_path / name).exists() for name in kept)
+
+
+def hold_in_another_process(folder: Path) -> subprocess.Popen:
+    """A process that holds `folder`'s training lock until it is killed."""
+    code = ("import sys, time\nfrom engine.models.lock import training_lock\n"
+            "with training_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_folder_held_by_another_process_is_refused_by_train_cli_and_colour_net(faceset_a, faceset_b, tmp_path,
+                                                                                   capsys):
+    folder = tmp_path / "m"
+    train(tiny(faceset_a, faceset_b, folder, iterations=2, save_every=2))
+    holder = hold_in_another_process(folder)
+    try:
+        with pytest.raises(FolderBusyError) as caught:
+            train(tiny(faceset_a, faceset_b, folder, iterations=4, resume=True))
+        assert str(caught.value) == f"{folder} is being trained by another process (pid {holder.pid}); stop it first"
+        with pytest.raises(FolderBusyError, match=f"pid {holder.pid}"):
+            train_color(ColorConfig(model_dir=str(folder), device="cpu", iterations=1, batch_size=2))
+        assert cli_main(["train", "--model", str(folder), "--resume", "--device", "cpu", "--iterations", "4"]) == 2
+        assert f"is being trained by another process (pid {holder.pid}); stop it first" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    _, meta = load_model(folder)
+    assert meta["iteration"] == 2  # nothing was written while it was held
+    # the kernel let go with the process (a stale .lock file stays): the next training takes it over
+    assert (folder / LOCK).is_file()
+    assert train(tiny(faceset_a, faceset_b, folder, iterations=3, resume=True)).iteration == 3
+    assert not (folder / LOCK).exists()  # a run that ends removes its lock file
+
+
+def test_two_trainings_of_one_folder_one_of_them_a_real_cli_process(faceset_a, faceset_b, tmp_path, capsys):
+    folder = tmp_path / "m"
+    args = [sys.executable, "-m", "engine", "train", "--faces-a", str(faceset_a), "--faces-b", str(faceset_b),
+            "--model", str(folder), "--preset", "lite", "--device", "cpu", "--batch-size", "2",
+            "--iterations", "100000", "--save-every", "2", "--preview-every", "0"]
+    first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (folder / "config.json").is_file():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        assert cli_main(["train", "--model", str(folder), "--resume", "--device", "cpu", "--iterations", "5"]) == 2
+        assert f"{folder} is being trained by another process (pid {first.pid}); stop it first" in capsys.readouterr().err
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_the_lock_is_reentrant_for_its_thread_refused_to_others_and_leaves_nothing_behind(tmp_path):
+    folder = tmp_path / "new" / "m"
+    refused = []
+
+    def other_thread():
+        try:
+            with training_lock(folder):
+                pass
+        except FolderBusyError as err:
+            refused.append(str(err))
+
+    with training_lock(folder) as outer:
+        assert outer and (folder / LOCK).read_text() == f"{os.getpid()}\n"
+        with training_lock(folder) as inner:  # the colour phase inside its swap model's run
+            assert not inner
+        assert (folder / LOCK).is_file()  # still held by the outer block
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        assert refused == [f"{folder} is being trained by another training of this process "
+                           f"(pid {os.getpid()}); stop it first"]
+        (folder / "config.json").write_text("{}")
+        assert [name for _, name in portable_files(folder)] == ["config.json"]  # .lock never travels
+        (folder / "config.json").unlink()
+    assert not folder.exists()  # it made the folder and nothing was saved there: gone again
+    (folder).mkdir(parents=True)
+    with training_lock(folder):
+        pass
+    assert folder.is_dir() and list(folder.iterdir()) == []  # a folder it did not make stays

@@ -44,7 +44,7 @@ from engine.progress import Listener, StopFlag
 from . import checkpoint, data, distributed
 from .augment import warp_batch
 from .config import ColorConfig, recorded
-from .loop import SIDES, LoopSession, TrainResult, drive, joined, require_sides
+from .loop import SIDES, LoopSession, TrainResult, drive, held_folder, joined, require_sides
 from .losses import WeightedLoss, make_loss
 from .preview import write_preview
 
@@ -64,7 +64,7 @@ def train_color(config: ColorConfig, listeners: list[Listener] | tuple = (), sto
     is set up or loaded twice; alone, the run joins its processes and opens both from the folder.
     """
     stop = stop if stop is not None else StopFlag()
-    with joined(config.device, cluster) as cluster:
+    with joined(config.device, cluster) as cluster, held_folder(config.model_dir, cluster):
         session = ColorSession(config, cluster, swap_model=swap_model, pools=pools)
         return drive(session, "train-color", listeners, stop)
 

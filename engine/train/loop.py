@@ -24,6 +24,7 @@ from torch import nn
 from engine.device import autocast_for
 from engine.errors import UserError
 from engine.models.folder import TrainingState
+from engine.models.lock import training_lock
 from engine.progress import Listener, Reporter, StopFlag
 
 from . import checkpoint, data, distributed
@@ -211,6 +212,17 @@ def joined(device: str, cluster: distributed.Cluster | None = None) -> Iterator[
         yield cluster
     finally:
         distributed.teardown(cluster)
+
+
+@contextmanager
+def held_folder(folder: str | Path, cluster: distributed.Cluster) -> Iterator[None]:
+    """The main rank holds the model folder's lock for the block (`engine.models.lock`: a second training
+    of the folder gets a UserError). Other ranks never write the folder."""
+    if not cluster.is_main:
+        yield
+        return
+    with training_lock(folder):
+        yield
 
 
 def drive(session: LoopSession, job: str, listeners: list[Listener] | tuple, stop: StopFlag) -> TrainResult:

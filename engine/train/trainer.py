@@ -27,7 +27,7 @@ from . import checkpoint, data, distributed
 from .augment import warp_batch
 from .color import train_color
 from .config import ColorConfig, TrainConfig, loop_settings, recorded
-from .loop import SIDES, LoopSession, TrainResult, drive, joined, require_sides
+from .loop import SIDES, LoopSession, TrainResult, drive, held_folder, joined, require_sides
 from .losses import make_loss, mask_loss
 from .preview import render_grid, write_preview
 
@@ -121,9 +121,10 @@ class Session(LoopSession):
 
 def train(config: TrainConfig, listeners: list[Listener] | tuple = (), stop: StopFlag | None = None) -> TrainResult:
     """Train until `config.iterations`, a stop request, or divergence; the model folder is always
-    left holding the last good checkpoint. Listeners hear progress on the main rank only."""
+    left holding the last good checkpoint. Listeners hear progress on the main rank only. The folder
+    is locked for the whole run (colour phase included): a second training of it gets a UserError."""
     stop = stop if stop is not None else StopFlag()
-    with joined(config.device) as cluster:
+    with joined(config.device) as cluster, held_folder(config.model_dir, cluster):
         session = Session(config, cluster)
         result = drive(session, "train", listeners, stop)
         if config.color_net and result.status == "done":
