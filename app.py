@@ -10,6 +10,28 @@ import sys
 from engine.errors import UserError
 
 
+def add_queue_arguments(p: argparse.ArgumentParser) -> None:
+    """--queue, shared with `python -m webapp.worker`."""
+    p.add_argument("--queue", default=None, metavar="URL",
+                   help="where the job queue lives: by default SQLite in the workspace (nothing to run); "
+                        "redis://HOST:6379/0 to share it between this server and workers on other machines")
+
+
+def apply_media_limits(args: argparse.Namespace) -> None:
+    """The operator's frame, frame-size and image-size caps, set where the engine reads them."""
+    import engine.media
+    import engine.video_reader
+
+    if args.max_video_frames:
+        engine.video_reader.MAX_VIDEO_FRAMES = args.max_video_frames
+    if args.max_video_pixels:
+        engine.video_reader.MAX_VIDEO_PIXELS = int(args.max_video_pixels * 1e6)
+    if args.max_image_pixels:
+        from PIL import Image
+
+        engine.media.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS = int(args.max_image_pixels * 1e6)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Face-swap studio web app")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to serve a network)")
@@ -21,10 +43,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-upload-mb", type=int, default=2048, help="largest accepted upload (default: 2048)")
     p.add_argument("--root-path", default=None, help="URL prefix when served behind a proxy, e.g. /studio")
     p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda or cuda:N")
+    add_queue_arguments(p)
+    p.add_argument("--worker", choices=["here", "external"], default="here",
+                   help="here: jobs run in this process (default); external: `python -m webapp.worker` runs them "
+                        "(on this machine or others sharing the workspace and --queue)")
+    limits = p.add_argument_group("per-user limits (0 = none)")
+    limits.add_argument("--max-jobs-per-user", type=int, default=0, metavar="N", help="queued or running jobs")
+    limits.add_argument("--quota-mb", type=int, default=0, metavar="MB",
+                        help="disk per user: uploads, face sets, models, renders, exports")
+    limits.add_argument("--max-train-minutes", type=float, default=0, metavar="MIN",
+                        help="training time one job may add to a model")
+    limits.add_argument("--max-iterations", type=int, default=0, metavar="N", help="highest iteration target")
+    limits.add_argument("--max-video-frames", type=int, default=0, metavar="N",
+                        help="frames per video (default: the engine's, 20 minutes at 60 fps)")
+    limits.add_argument("--max-video-pixels", type=float, default=0, metavar="MP",
+                        help="megapixels per video frame (default: the engine's, 4096x2304)")
+    limits.add_argument("--max-image-pixels", type=float, default=0, metavar="MP",
+                        help="megapixels per image (default: the engine's, 80)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from webapp.jobs import JobManager
+    from webapp.jobs import JobManager, Limits
     from webapp.projects import Workspace
     from webapp.state import Studio
     from webapp.ui import read_credentials, serve
@@ -36,8 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    studio = Studio(Workspace(args.workspace), JobManager(), auth=bool(credentials),
-                    max_upload_mb=args.max_upload_mb, device=args.device)
+    try:
+        for value in (args.max_jobs_per_user, args.quota_mb, args.max_train_minutes, args.max_iterations,
+                      args.max_video_frames, args.max_video_pixels, args.max_image_pixels):
+            if value < 0:
+                raise UserError("limits are 0 (none) or more")
+        apply_media_limits(args)
+        workspace = Workspace(args.workspace)
+        jobs = JobManager(workspace.root / ".studio", worker=args.worker == "here", queue_url=args.queue,
+                          limits=Limits(jobs_per_user=args.max_jobs_per_user, quota_mb=args.quota_mb,
+                                        train_minutes=args.max_train_minutes, iterations=args.max_iterations))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    studio = Studio(workspace, jobs, auth=bool(credentials), max_upload_mb=args.max_upload_mb, device=args.device)
     serve(studio, host=args.host, port=args.port, credentials=credentials, root_path=args.root_path)
     return 0
 

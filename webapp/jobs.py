@@ -1,24 +1,41 @@
-"""Background jobs: long work (extraction, training, video renders) runs here, never in a request.
+"""Background jobs: long work (extraction, training, renders, evaluations, exports) runs here, never in a request.
 
-A browser request only submits a job and returns; a worker thread runs it and a listener stores the
-engine's latest `Progress` (plus the loss curve and preview for training) on the `Job`. Pages poll
-that state with a timer, so closing the tab, reloading or opening the page on another machine shows
-the same running job.
+A browser request only submits a job and returns; a worker runs it and a listener keeps the engine's
+latest `Progress` (plus the loss curve and preview for training) on the `Job`. Pages poll that state
+with a timer, so closing the tab, reloading or opening the page on another machine shows the same job.
 
-Jobs run in lanes, each a FIFO queue with one worker: the `train` lane keeps one training at a time
-on the GPU (or CPU), however many visitors press Start; the others wait and see their place in line.
-Extraction and renders use the `media` lane so they need not wait hours for a training to end.
+Durable: every job is a row in the workspace's `jobs.db` (SQLite), and its place in line is a task in
+huey's queue (`queue.db`, huey's SQLite storage; Redis for several machines, see `webapp.queue`). A
+job's work is a `Task`: a module-level function and JSON-able arguments, so a worker that starts
+after a crash, a deploy or `kill -9` can run what was queued, in its place. At start a worker marks
+the jobs that were running on it when it died as `interrupted` (the row says so, with what was
+saved), and a training, which saves as it goes, is queued again to resume from its last save.
+Closures are still accepted (tests, one-off work) but cannot outlive the process.
+
+Lanes are queues with one worker each: `train` keeps one training at a time on the GPU (or CPU),
+`media` runs extraction, renders, evaluations and exports beside it. The line is fair between users:
+a job's priority falls with the number of jobs its owner already has in that lane, so one visitor
+queueing fifty trainings puts the next visitor second, not fifty-first. Limits per user (active jobs)
+come from `Limits` (the operator's flags).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import importlib
+import json
 import logging
+import os
+import socket
+import sqlite3
+import tempfile
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,12 +46,40 @@ from engine.progress import Progress, StopFlag
 log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED, CANCELLED = "queued", "running", "done", "stopped", "failed", "cancelled"
+INTERRUPTED = "interrupted"  # the process running it died (kill, crash, restart)
 ACTIVE = (QUEUED, RUNNING)
 LANES = ("train", "media")
+SAVE_PROGRESS_S = 2.0  # a running job's progress reaches its row at most this often
+STOP_POLL_S = 1.0  # how often a running job looks for a stop asked through its row (another process)
 
 
 class JobConflict(UserError):
     """The same work is already queued or running for this project."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a job runs, in a form that survives a restart: `func(job, **kwargs)`, a module-level function
+    of this project, and arguments the codec below writes as JSON. `resume`: the arguments to queue
+    again after an interruption (a training resumes from its last save); None: not restarted."""
+
+    func: Callable[..., Any]
+    kwargs: dict = field(default_factory=dict)
+    resume: dict | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.func.__module__}:{self.func.__qualname__}"
+
+
+@dataclass
+class Limits:
+    """What the operator allows each signed-in user (0 = no limit)."""
+
+    jobs_per_user: int = 0  # queued or running, all lanes together
+    quota_mb: int = 0  # disk a user's projects may take: uploads, face sets, models, renders, exports
+    train_minutes: float = 0  # training time one job may add to a model (demo visitors)
+    iterations: int = 0  # highest iteration target a training may ask for
 
 
 class LossCurve:
@@ -89,7 +134,7 @@ class Job:
     project: str
     kind: str  # "train", "extract:A", "render", ...
     lane: str
-    run: Callable[[Job], Any] = field(repr=False)
+    run: Callable[[Job], Any] | Task | None = field(repr=False)
     info: dict = field(default_factory=dict)  # what it was asked to do (e.g. the training settings)
     state: str = QUEUED
     progress: Progress | None = None
@@ -104,6 +149,8 @@ class Job:
     finished: float | None = None
     stop: StopFlag = field(default_factory=StopFlag)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _saved: Callable[[Job, bool], None] | None = field(default=None, repr=False)  # writes the row
+    _saved_at: float = field(default=0.0, repr=False)
 
     def listen(self, event: Progress) -> None:
         """The engine's listener: keep the latest event, the loss curve and the newest preview."""
@@ -118,6 +165,11 @@ class Job:
             if event.message:
                 self.message = event.message
             self.version += 1
+            due = event.done or time.monotonic() - self._saved_at >= SAVE_PROGRESS_S
+            if due:
+                self._saved_at = time.monotonic()
+        if due and self._saved is not None:
+            self._saved(self, False)
 
     @property
     def active(self) -> bool:
@@ -133,6 +185,8 @@ class Job:
             elif state not in ACTIVE:
                 self.finished = time.time()
             self.version += 1
+        if self._saved is not None:
+            self._saved(self, True)
 
     def add_losses(self, rows) -> None:
         """Earlier (step, loss_a, loss_b) rows, e.g. a resumed model's saved history, before the first event."""
@@ -147,108 +201,193 @@ class Job:
 
 
 class JobManager:
-    """The registry of jobs (newest per project and kind) and one FIFO worker per lane."""
+    """The registry of jobs (rows in `jobs.db`) and one worker per lane (huey consumers).
 
-    def __init__(self, lanes: tuple[str, ...] = LANES) -> None:
-        self._lock = threading.Condition()
-        self._queues: dict[str, deque[Job]] = {lane: deque() for lane in lanes}
+    `folder`: where jobs.db and the queue live (the workspace's `.studio/`); None keeps them in a
+    temporary folder for this process alone. `worker`: run the lanes' workers in this process
+    (the default), or leave them to `python -m webapp.worker` on this or other machines.
+    """
+
+    def __init__(self, folder: str | os.PathLike | None = None, lanes: tuple[str, ...] = LANES, *,
+                 worker: bool = True, limits: Limits | None = None, queue_url: str | None = None,
+                 worker_name: str | None = None) -> None:
+        from webapp.queue import JobQueue
+
+        self._scratch = None if folder is not None else tempfile.TemporaryDirectory(prefix="studio-jobs-")
+        self.folder = Path(folder if folder is not None else self._scratch.name)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.lanes = lanes
+        self.limits = limits or Limits()
+        self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid() if folder is None else 'main'}"
+        self._lock = threading.RLock()
+        self._db = _open_db(self.folder / "jobs.db")
+        self._jobs: dict[int, Job] = {}  # jobs this process has seen: live progress of those it runs
         self._running: dict[str, Job | None] = dict.fromkeys(lanes)
-        self._latest: dict[tuple[str, str, str], Job] = {}
-        self._workers: dict[str, threading.Thread] = {}
-        self._next_id = 1
         self._closing = False
+        self.queue = JobQueue(self.folder, lanes, self._execute, url=queue_url)
+        if worker:
+            self.recover()
+            self.queue.start()
 
-    def submit(self, owner: str, project: str, kind: str, run: Callable[[Job], Any], lane: str = "media",
-               info: dict | None = None) -> Job:
-        """Queue `run(job)`; raises JobConflict when the same kind of job is active for the project."""
-        if lane not in self._queues:
+    # --- submitting and finding -------------------------------------------------------------------
+    def submit(self, owner: str, project: str, kind: str, run: Callable[[Job], Any] | Task, lane: str = "media",
+               info: dict | None = None, message: str = "") -> Job:
+        """Queue `run` (a `Task`, or a closure that cannot outlive this process); JobConflict when the same
+        kind of job is active for the project, UserError when the owner is at their limit."""
+        if lane not in self.lanes:
             raise ValueError(f"unknown lane {lane!r}")
+        args = _encode(run.kwargs) if isinstance(run, Task) else None  # fail here, not in the worker
         with self._lock:
             if self._closing:
                 raise UserError("the server is shutting down: try again when it is back")
-            old = self._latest.get((owner, project, kind))
+            old = self.find(owner, project, kind)
             if old is not None and old.active:
                 raise JobConflict(f"{describe(kind)} is already {old.state} for this project: "
                                   "wait for it, or stop it first")
-            job = Job(id=self._next_id, owner=owner, project=project, kind=kind, lane=lane, run=run,
-                      info=dict(info or {}))
-            self._next_id += 1
-            self._latest[(owner, project, kind)] = job
-            self._queues[lane].append(job)
-            self._ensure_worker(lane)
-            self._lock.notify_all()
+            mine = self._count(owner, lane=None)
+            if self.limits.jobs_per_user and mine >= self.limits.jobs_per_user:
+                raise UserError(f"you have {mine} jobs queued or running, the most this server allows each "
+                                f"user (--max-jobs-per-user {self.limits.jobs_per_user}): wait for one to "
+                                "finish, or stop one")
+            priority = -self._count(owner, lane=lane)  # fair: each user's n-th job waits behind others' first
+            now = time.time()
+            with self._db:
+                cursor = self._db.execute(
+                    "insert into jobs (owner, project, kind, lane, task, args, resume, info, state, message,"
+                    " created, priority) values (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (owner, project, kind, lane, run.name if isinstance(run, Task) else None, args,
+                     None if not isinstance(run, Task) or run.resume is None else _encode(run.resume),
+                     json.dumps(info or {}), QUEUED, message, now, priority))
+            job = Job(id=cursor.lastrowid, owner=owner, project=project, kind=kind, lane=lane, run=run,
+                      info=dict(info or {}), message=message, created=now)
+            job._saved = self._save
+            self._jobs[job.id] = job
+        self.queue.enqueue(lane, job.id, priority)
         return job
 
     def find(self, owner: str, project: str, kind: str) -> Job | None:
         """The newest job of this kind for the project (running, queued or finished), if any."""
-        with self._lock:
-            return self._latest.get((owner, project, kind))
+        row = self._db.execute("select * from jobs where owner=? and project=? and kind=? order by id desc limit 1",
+                               (owner, project, kind)).fetchone()
+        return None if row is None else self._job(row)
+
+    def get(self, job_id: int) -> Job | None:
+        row = self._db.execute("select * from jobs where id=?", (job_id,)).fetchone()
+        return None if row is None else self._job(row)
 
     def active_jobs(self, owner: str, project: str | None = None) -> list[Job]:
-        with self._lock:
-            return [j for (o, p, _), j in self._latest.items()
-                    if o == owner and (project is None or p == project) and j.active]
+        rows = self._db.execute("select * from jobs where owner=? and state in (?,?) order by id",
+                                (owner, *ACTIVE)).fetchall()
+        return [self._job(r) for r in rows if project is None or r["project"] == project]
+
+    def listing(self, limit: int = 50) -> list[dict]:
+        """The newest jobs of every user, for the operator (`python -m webapp.worker list`)."""
+        rows = self._db.execute("select id, owner, project, kind, lane, state, message, created from jobs "
+                                "order by id desc limit ?", (limit,)).fetchall()
+        return [dict(r) for r in rows]
 
     def position(self, job: Job) -> int:
         """0 while running (or finished), else 1 + how many jobs run or wait before it in its lane."""
-        with self._lock:
-            if job.state != QUEUED:
-                return 0
-            queue = self._queues[job.lane]
-            ahead = list(queue).index(job) if job in queue else 0
-            return ahead + 1 + (self._running[job.lane] is not None)
+        row = self._db.execute("select state, priority from jobs where id=?", (job.id,)).fetchone()
+        if row is None or row["state"] != QUEUED:
+            return 0
+        ahead = self._db.execute(
+            "select count(*) from jobs where lane=? and (state=? or (state=? and (priority>? or (priority=? and id<?))))",
+            (job.lane, RUNNING, QUEUED, row["priority"], row["priority"], job.id)).fetchone()[0]
+        return ahead + 1
 
+    # --- stopping ------------------------------------------------------------------------------------
     def stop(self, job: Job) -> None:
-        """Ask a running job to stop (it saves and ends), or take a queued one out of the line."""
-        with self._lock:
-            if job.state == QUEUED and job in self._queues[job.lane]:
-                self._queues[job.lane].remove(job)
-                job.set_state(CANCELLED, "taken out of the queue")
-                return
-        job.stop.set()
+        """Ask a running job to stop (it saves and ends), or take a queued one out of the line; works
+        across processes (the row carries the request)."""
+        with self._lock, self._db:
+            cancelled = self._db.execute("update jobs set state=?, message=?, finished=? where id=? and state=?",
+                                         (CANCELLED, "taken out of the queue", time.time(), job.id, QUEUED)).rowcount
+            if not cancelled:
+                self._db.execute("update jobs set stop=1 where id=?", (job.id,))
+        live = self._jobs.get(job.id)
+        for j in [job] if live is None or live is job else [job, live]:
+            if cancelled:
+                j.state, j.message, j.finished = CANCELLED, "taken out of the queue", time.time()
+                j.version += 1
+            j.stop.set()
+
+    def cancel(self, job_id: int) -> bool:
+        """The operator's stop (any user's job); False when there is no such active job."""
+        job = self.get(job_id)
+        if job is None or not job.active:
+            return False
+        self.stop(job)
+        return True
 
     def shutdown(self, timeout: float = 60.0) -> None:
-        """Stop every job (training saves) and wait for the workers, e.g. when the server exits."""
+        """Stop the running jobs (training saves) and the workers, e.g. when the server exits. Queued tasks
+        stay queued (the next start runs them); queued closures are cancelled."""
         with self._lock:
             self._closing = True
-            for queue in self._queues.values():
-                while queue:
-                    queue.popleft().set_state(CANCELLED, "the server shut down before it started")
             running = [j for j in self._running.values() if j is not None]
-            self._lock.notify_all()
+            for job in self._jobs.values():  # a closure cannot outlive this process: out of the line
+                if job.state == QUEUED and job.run is not None and not isinstance(job.run, Task):
+                    job.set_state(CANCELLED, "the server shut down before it started")
         for job in running:
             job.stop.set()
-        deadline = time.monotonic() + timeout
-        for worker in list(self._workers.values()):
-            worker.join(max(0.0, deadline - time.monotonic()))
+        self.queue.stop(timeout)
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
-    def _ensure_worker(self, lane: str) -> None:
-        worker = self._workers.get(lane)
-        if worker is None or not worker.is_alive():
-            worker = threading.Thread(target=self._work, args=(lane,), name=f"jobs-{lane}", daemon=True)
-            self._workers[lane] = worker
-            worker.start()
+    # --- the worker's side ---------------------------------------------------------------------------
+    def recover(self) -> list[Job]:
+        """Mark the jobs this worker was running when it died as interrupted, saying what was saved, and
+        queue resumable ones (trainings) again. Returns the jobs queued again."""
+        with self._lock:
+            lanes = ",".join("?" * len(self.lanes))
+            rows = self._db.execute(f"select * from jobs where state=? and worker=? and lane in ({lanes})",
+                                    (RUNNING, self.worker_name, *self.lanes)).fetchall()
+        again = []
+        for row in rows:
+            saved = _last_save(row)
+            note = f"interrupted: the server stopped while this ran (crash, kill or restart){saved}"
+            with self._lock, self._db:
+                self._db.execute("update jobs set state=?, message=?, finished=? where id=?",
+                                 (INTERRUPTED, note, time.time(), row["id"]))
+            log.warning("job %s (%s of %s/%s) %s", row["id"], row["kind"], row["owner"], row["project"], note)
+            if row["resume"] and not row["stop"]:
+                task = Task(_resolve(row["task"]), _decode(json.loads(row["resume"])), _decode(json.loads(row["resume"])))
+                again.append(self.submit(row["owner"], row["project"], row["kind"], task, lane=row["lane"],
+                                         info=json.loads(row["info"]),
+                                         message=f"resumed on its own after job {row['id']} was {note}"))
+        return again
 
-    def _work(self, lane: str) -> None:
-        while True:
+    def _execute(self, job_id: int) -> None:
+        """Run one queued job (called by the lane's huey worker)."""
+        with self._lock:
+            row = self._db.execute("select * from jobs where id=?", (job_id,)).fetchone()
+            if row is None or row["state"] != QUEUED or self._closing:
+                return  # cancelled while it waited (or not ours)
+            job = self._jobs.get(job_id) or self._job(row)
+            run = job.run if job.run is not None else _task_of(row)
+            if run is None:
+                job.set_state(INTERRUPTED, "lost: it was queued by a server that has since restarted, and only a "
+                                           "training can be picked up again; start it again")
+                return
+            with self._db:
+                self._db.execute("update jobs set worker=? where id=?", (self.worker_name, job_id))
+            self._running[job.lane] = job
+            job.set_state(RUNNING)
+        poller = _StopPoller(self, job)
+        try:
+            self._run(job, run)
+        finally:
+            poller.close()
             with self._lock:
-                while not self._queues[lane] and not self._closing:
-                    self._lock.wait()
-                if self._closing and not self._queues[lane]:
-                    return
-                job = self._queues[lane].popleft()
-                self._running[lane] = job
-                job.set_state(RUNNING)
-            try:
-                self._run(job)
-            finally:
-                with self._lock:
-                    self._running[lane] = None
+                self._running[job.lane] = None
 
     @staticmethod
-    def _run(job: Job) -> None:
+    def _run(job: Job, run: Callable[[Job], Any] | Task) -> None:
         try:
-            job.result = job.run(job)
+            job.result = run.func(job, **run.kwargs) if isinstance(run, Task) else run(job)
         except UserError as err:
             job.set_state(FAILED, str(err))
         except Exception as err:  # a bug or a broken file: the worker lives on for the next job
@@ -256,6 +395,192 @@ class JobManager:
             job.set_state(FAILED, f"{type(err).__name__}: {err}")
         else:
             job.set_state(STOPPED if job.stop else DONE)
+
+    # --- rows --------------------------------------------------------------------------------------
+    def _count(self, owner: str, lane: str | None) -> int:
+        sql, args = "select count(*) from jobs where owner=? and state in (?,?)", [owner, *ACTIVE]
+        if lane is not None:
+            sql, args = sql + " and lane=?", [*args, lane]
+        return self._db.execute(sql, args).fetchone()[0]
+
+    def _job(self, row: sqlite3.Row) -> Job:
+        """The live `Job` of a row: the one this process runs or submitted, brought up to date with its row
+        when another process runs it, or one built from the row."""
+        job = self._jobs.get(row["id"])
+        if job is None:
+            job = Job(id=row["id"], owner=row["owner"], project=row["project"], kind=row["kind"], lane=row["lane"],
+                      run=None, info=json.loads(row["info"] or "{}"), created=row["created"])
+            job._saved = self._save
+            self._jobs[job.id] = job
+        if job is not self._running.get(job.lane):  # not run here: the row is the truth
+            with job._lock:
+                if (row["state"], row["message"] or "", row["version"]) != (job.state, job.message, job.version):
+                    job.state, job.message = row["state"], row["message"] or ""
+                    job.started, job.finished = row["started"], row["finished"]
+                    job.progress = _progress_from(row["progress"]) or job.progress
+                    if row["result"] is not None and job.result is None:
+                        job.result = _decode(json.loads(row["result"]))
+                    job.version = max(job.version + 1, row["version"])
+        return job
+
+    def _save(self, job: Job, whole: bool) -> None:
+        """Write a job's state (and, `whole`, its result) to its row; never raises into the job."""
+        try:
+            progress = None if job.progress is None else json.dumps(_progress_json(job.progress))
+            with self._lock, self._db:
+                if whole:
+                    self._db.execute("update jobs set state=?, message=?, started=?, finished=?, progress=?, "
+                                     "result=?, version=? where id=?",
+                                     (job.state, job.message, job.started, job.finished, progress,
+                                      _encode_result(job.result), job.version, job.id))
+                else:
+                    self._db.execute("update jobs set message=?, progress=?, version=? where id=?",
+                                     (job.message, progress, job.version, job.id))
+        except sqlite3.Error as err:
+            log.warning("could not save job %s: %s", job.id, err)
+
+
+class _StopPoller:
+    """Sets a running job's stop flag when its row asks (a Stop pressed in another process)."""
+
+    def __init__(self, manager: JobManager, job: Job) -> None:
+        self.manager, self.job = manager, job
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name=f"stop-poll-{job.id}", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._done.wait(STOP_POLL_S):
+            try:
+                with self.manager._lock:
+                    row = self.manager._db.execute("select stop from jobs where id=?", (self.job.id,)).fetchone()
+            except sqlite3.Error:
+                continue
+            if row is not None and row["stop"]:
+                self.job.stop.set()
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+
+_SCHEMA = """
+create table if not exists jobs (
+    id integer primary key autoincrement, owner text not null, project text not null, kind text not null,
+    lane text not null, task text, args text, resume text, info text, state text not null, message text,
+    result text, progress text, created real, started real, finished real, priority integer default 0,
+    stop integer default 0, worker text, version integer default 0);
+create index if not exists jobs_key on jobs (owner, project, kind, id);
+create index if not exists jobs_state on jobs (state, lane, priority, id);
+"""
+
+
+def _open_db(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("pragma journal_mode=wal")  # readers (pages) never wait for the worker's writes
+    db.execute("pragma synchronous=normal")
+    db.executescript(_SCHEMA)
+    db.isolation_level = ""  # `with db:` groups writes in a transaction
+    return db
+
+
+def _last_save(row: sqlite3.Row) -> str:
+    """", last save: iteration N" for a training's model folder, else ""."""
+    try:
+        args = _decode(json.loads(row["args"] or "{}"))
+        config = args.get("config")
+        folder = getattr(config, "model_dir", None)
+        if folder is None:
+            return ""
+        from engine.models import folder as model_folder
+
+        summary = model_folder.summary(folder)
+    except Exception:  # the note is a courtesy: never let it stop the recovery
+        return ""
+    return f"; last save: iteration {summary['iteration']}" if summary else "; nothing was saved yet"
+
+
+# --- the JSON codec of task arguments and results -------------------------------------------------------
+_OWN_MODULES = ("engine.", "webapp.")  # only this project's classes and functions are rebuilt from a row
+
+
+def _encode(value) -> str:
+    return json.dumps(_to_json(value))
+
+
+def _to_json(value):
+    if isinstance(value, Path):
+        return {"$path": str(value)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"$dataclass": f"{type(value).__module__}:{type(value).__qualname__}",
+                "fields": {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}}
+    if isinstance(value, tuple):
+        return {"$tuple": [_to_json(v) for v in value]}
+    if isinstance(value, list):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot keep a {type(value).__name__} in a job row")
+
+
+def _decode(value):
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "$path" in value:
+        return Path(value["$path"])
+    if "$tuple" in value:
+        return tuple(_decode(v) for v in value["$tuple"])
+    if "$dataclass" in value:
+        cls = _resolve(value["$dataclass"])
+        return cls(**{k: _decode(v) for k, v in value["fields"].items()})
+    return {k: _decode(v) for k, v in value.items()}
+
+
+def _resolve(name: str):
+    module, _, qualname = name.partition(":")
+    if not module.startswith(_OWN_MODULES):
+        raise ValueError(f"{name}: not one of this project's names")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _task_of(row: sqlite3.Row) -> Task | None:
+    if not row["task"]:
+        return None
+    return Task(_resolve(row["task"]), _decode(json.loads(row["args"] or "{}")))
+
+
+def _encode_result(result) -> str | None:
+    if result is None:
+        return None
+    try:
+        return _encode(result)
+    except (TypeError, ValueError):
+        return None  # this process keeps it; a restart shows the job without it
+
+
+def _progress_json(event: Progress) -> dict:
+    return {"job": event.job, "step": event.step, "total": event.total, "unit": event.unit, "rate": event.rate,
+            "eta_s": event.eta_s, "time_left_s": event.time_left_s, "message": event.message, "done": event.done,
+            "metrics": {k: float(v) for k, v in event.metrics.items() if isinstance(v, (int, float, np.number))}}
+
+
+def _progress_from(text: str | None) -> Progress | None:
+    if not text:
+        return None
+    try:
+        return Progress(**json.loads(text))
+    except (TypeError, ValueError):
+        return None
 
 
 def describe(kind: str) -> str:

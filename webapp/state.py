@@ -83,6 +83,25 @@ class Studio:
     device: str = "auto"
     swappers: SwapperCache = field(default_factory=SwapperCache)
 
+    @property
+    def limits(self):
+        return self.jobs.limits
+
+    def submit(self, project: Project, kind: str, task, lane: str = "media", info: dict | None = None) -> Job:
+        """Queue a tab's job for `project` once the owner's disk quota allows it (every tab submits here)."""
+        self.check_quota(project.owner)
+        return self.jobs.submit(project.owner, project.name, kind, task, lane=lane, info=info)
+
+    def check_quota(self, owner: str) -> None:
+        """UserError when the owner's projects take more disk than `--quota-mb` allows."""
+        quota = self.limits.quota_mb
+        if not quota:
+            return
+        used = folder_mb(self.workspace.owner_dir(owner))
+        if used >= quota:
+            raise UserError(f"your projects take {used:.0f} MB of disk, the most this server allows each user "
+                            f"(--quota-mb {quota}): delete a project or its outputs first")
+
     def owner(self, request: gr.Request | None) -> str:
         """The signed-in user (the folder their projects live in) or the single local owner."""
         user = getattr(request, "username", None) if request is not None else None
@@ -154,6 +173,18 @@ def running_bar(job: Job, unit: str) -> str:
     if event.total:
         text += f": {unit} {event.step}/{event.total}" + (f", ETA {format_eta(event.eta_s)}" if event.eta_s else "")
     return progress_bar(event.fraction or 0, text)
+
+
+def folder_mb(folder: Path) -> float:
+    """Disk taken by the files under `folder`, in MB (0 when it does not exist)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue  # removed while we counted
+    return total / 1e6
 
 
 def newly_done(job: Job | None, seen: dict) -> bool:

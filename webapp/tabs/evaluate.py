@@ -22,7 +22,7 @@ import gradio as gr
 from engine.errors import UserError
 from engine.evaluate.report import SavedReport, format_value, read_report, standalone_html
 from engine.faces.faceset import face_count
-from webapp.jobs import DONE, RUNNING, Job, describe
+from webapp.jobs import DONE, RUNNING, Job, Task, describe
 from webapp.projects import Project, keep_uploads, split_uploads
 from webapp.state import Studio, newly_done, progress_bar, publish, running_bar, waiting_view
 
@@ -74,7 +74,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
             frames = int(frames or 0)
             if frames == 1 or frames < 0:
                 raise UserError(f"frames to measure: {frames}; use 2 or more, or 0 for the whole video")
-            studio.jobs.submit(proj.owner, proj.name, "evaluate",
+            studio.submit(proj, "evaluate",
                                _evaluate_job(proj, source, frames or None, int(references), studio.device),
                                lane="media")
         except UserError as err:
@@ -149,21 +149,24 @@ def _evaluate_job(proj: Project, source: Path, frames: int | None, references: i
         if face_count(proj.faces(side)) == 0:
             raise UserError(f"face set {side} is empty: extract faces of {side} first (Face sets tab)")
 
-    def run(job: Job) -> Path | None:
-        from engine.evaluate.run import EvaluateOptions, evaluate
+    return Task(_evaluate, {"proj": proj, "source": source, "frames": frames, "references": references,
+                            "device": device})
 
-        out = proj.evaluations / f"{source.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        options = EvaluateOptions(model=proj.model_dir, video=source, out=out, faces_a=proj.faces("A"),
-                                  faces_b=proj.faces("B"), frames=frames, reference_faces=references,
-                                  device=device)
-        finished = False
-        try:
-            finished = evaluate(options, listeners=[job.listen], stop=job.stop)["status"] == "done"
-        finally:
-            if not finished:  # stopped or failed: no half report left to be mistaken for a whole one
-                shutil.rmtree(out, ignore_errors=True)
-        return out if finished else None
-    return run
+
+def _evaluate(job: Job, proj: Project, source: Path, frames: int | None, references: int, device: str) -> Path | None:
+    from engine.evaluate.run import EvaluateOptions, evaluate
+
+    out = proj.evaluations / f"{source.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    options = EvaluateOptions(model=proj.model_dir, video=source, out=out, faces_a=proj.faces("A"),
+                              faces_b=proj.faces("B"), frames=frames, reference_faces=references,
+                              device=device)
+    finished = False
+    try:
+        finished = evaluate(options, listeners=[job.listen], stop=job.stop)["status"] == "done"
+    finally:
+        if not finished:  # stopped or failed: no half report left to be mistaken for a whole one
+            shutil.rmtree(out, ignore_errors=True)
+    return out if finished else None
 
 
 def _job_view(studio: Studio, job: Job | None) -> tuple[str, str]:

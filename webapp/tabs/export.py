@@ -21,7 +21,7 @@ from engine.errors import UserError
 from engine.export.options import COMPRESSIONS, ExportOptions
 from engine.media import is_video
 from engine.progress import Progress
-from webapp.jobs import DONE, RUNNING, Job, describe
+from webapp.jobs import DONE, RUNNING, Job, Task, describe
 from webapp.projects import Project, keep_uploads, split_uploads
 from webapp.state import Studio, newly_done, progress_bar, publish, running_bar, waiting_view
 
@@ -84,7 +84,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
             options = ExportOptions(videos=[], models=[], out=Path(), compressions=tuple(compressions),
                                     crops=bool(crops), split_by=split_by, balance=bool(balance),
                                     max_frames=frames or None, watermark=bool(watermark), device=studio.device)
-            studio.jobs.submit(proj.owner, proj.name, KIND, export_job(proj, videos, options), lane="media")
+            studio.submit(proj, KIND, export_job(proj, videos, options), lane="media")
         except UserError as err:
             raise gr.Error(str(err)) from err
         return {}
@@ -152,35 +152,36 @@ def pick_videos(proj: Project, known: list[str], uploads: list[str]) -> list[Pat
 
 def export_job(proj: Project, videos: list[Path], settings: ExportOptions):
     """The job: export with the project's model (named after the project), zip, keep only the zip."""
-    from dataclasses import replace
-
-    from engine.export.options import ModelInput, VideoInput
     from engine.models import is_model_dir
 
     if not is_model_dir(proj.model_dir):
         raise UserError("this project has no trained model yet: train one first (Train tab)")
+    return Task(_export, {"proj": proj, "videos": list(videos), "settings": settings})
 
-    def run(job: Job) -> dict | None:
-        from engine.export.run import export_dataset
 
-        name = f"dataset-{time.strftime('%Y%m%d-%H%M%S')}"
-        out = exports_dir(proj) / name
-        options = replace(settings, videos=[VideoInput(v) for v in videos],
-                          models=[ModelInput(proj.model_dir, proj.name)], out=out)
-        try:
-            report = export_dataset(options, listeners=[job.listen], stop=job.stop)
-            if report.status != "done":
-                return None
-            last = job.progress
-            job.listen(Progress(KIND, last.step if last else 0, last.total if last else None,
-                                message="zipping the dataset"))
-            target = zip_folder(out)
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
-        fakes = sum(r["label"] == "fake" for r in report.rows)
-        return {"zip": str(target), "real": len(report.rows) - fakes, "fake": fakes, "crops": report.crops,
-                "skipped": report.skipped, "notes": report.notes}
-    return run
+def _export(job: Job, proj: Project, videos: list[Path], settings: ExportOptions) -> dict | None:
+    from dataclasses import replace
+
+    from engine.export.options import ModelInput, VideoInput
+    from engine.export.run import export_dataset
+
+    name = f"dataset-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = exports_dir(proj) / name
+    options = replace(settings, videos=[VideoInput(v) for v in videos],
+                      models=[ModelInput(proj.model_dir, proj.name)], out=out)
+    try:
+        report = export_dataset(options, listeners=[job.listen], stop=job.stop)
+        if report.status != "done":
+            return None
+        last = job.progress
+        job.listen(Progress(KIND, last.step if last else 0, last.total if last else None,
+                            message="zipping the dataset"))
+        target = zip_folder(out)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    fakes = sum(r["label"] == "fake" for r in report.rows)
+    return {"zip": str(target), "real": len(report.rows) - fakes, "fake": fakes, "crops": report.crops,
+            "skipped": report.skipped, "notes": report.notes}
 
 
 def zip_folder(folder: Path) -> Path:

@@ -20,7 +20,7 @@ from engine.errors import UserError
 from engine.swap.blend import BLEND_MODES
 from engine.swap.color import COLOR_MODES
 from engine.swap.pipeline import BLEND_SIZE, SwapSettings
-from webapp.jobs import DONE, RUNNING, Job, describe, format_eta
+from webapp.jobs import DONE, RUNNING, Job, Task, describe, format_eta
 from webapp.projects import Project, keep_uploads, split_uploads
 from webapp.state import Studio, newly_done, progress_bar, publish, waiting_view
 
@@ -149,7 +149,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
             settings.check()
             source = keep_uploads(proj, "swap", usable)[0]
             out = proj.outputs / f"{source.stem}-{settings.direction}-{time.strftime('%Y%m%d-%H%M%S')}.mp4"
-            studio.jobs.submit(proj.owner, proj.name, "render", _render_job(proj, source, out, settings, studio.device),
+            studio.submit(proj, "render", _render_job(proj, source, out, settings, studio.device),
                                lane="media")
         except UserError as err:
             raise gr.Error(str(err)) from err
@@ -203,14 +203,16 @@ def _read_frame(video: str, index: int) -> np.ndarray:
     return np.array(last)
 
 
-def _render_job(project: Project, source: Path, out: Path, settings: SwapSettings, device: str):
-    def run(job: Job) -> Path | None:
-        from engine.swap.pipeline import Swapper
-        from engine.swap.video import swap_video
+def _render_job(project: Project, source: Path, out: Path, settings: SwapSettings, device: str) -> Task:
+    return Task(_render, {"project": project, "source": source, "out": out, "settings": settings, "device": device})
 
-        swapper = Swapper(project.model_dir, settings, device=device)  # its own: settings fixed for the render
-        return swap_video(swapper, source, out, listeners=[job.listen], stop=job.stop).out
-    return run
+
+def _render(job: Job, project: Project, source: Path, out: Path, settings: SwapSettings, device: str) -> Path | None:
+    from engine.swap.pipeline import Swapper
+    from engine.swap.video import swap_video
+
+    swapper = Swapper(project.model_dir, settings, device=device)  # its own: settings fixed for the render
+    return swap_video(swapper, source, out, listeners=[job.listen], stop=job.stop).out
 
 
 def _render_view(studio: Studio, job: Job | None) -> tuple[str, str]:

@@ -19,7 +19,7 @@ from engine.faces.faceset import face_count
 from engine.models import PRESETS, default_preset
 from engine.models import folder as model_folder
 from engine.train.config import TrainConfig, defaults
-from webapp.jobs import QUEUED, RUNNING, Job, format_eta, ordinal
+from webapp.jobs import QUEUED, RUNNING, Job, Task, format_eta, ordinal
 from webapp.projects import Project, export_model, import_model
 from webapp.state import Studio, progress_bar, publish
 
@@ -83,8 +83,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         proj = studio.project(request, name)
         try:
             config = _config(studio, proj, preset, batch, iterations, minutes, preview_every, save_every, resume)
-            history = model_folder.loss_history(proj.model_dir) if resume else []  # the chart goes on where it ended
-            job = studio.jobs.submit(proj.owner, proj.name, "train", _train_job(config, history), lane="train",
+            job = studio.submit(proj, "train", _train_job(config), lane="train",
                                      info={"preset": config.preset or model_folder.summary(proj.model_dir)["preset"],
                                            "batch_size": config.batch_size,
                                            "iterations": config.iterations, "minutes": config.minutes or 0,
@@ -204,6 +203,16 @@ def _config(studio: Studio, proj: Project, preset, batch, iterations, minutes, p
     if resume and minutes and minutes <= spent:
         raise UserError(f"the model has trained {spent:.1f} minutes already: raise the time budget above that "
                         "(or set it to 0), then Resume")
+    limits = studio.limits
+    if limits.iterations and iterations > limits.iterations:
+        raise UserError(f"iteration target {iterations}: this server allows at most {limits.iterations} "
+                        f"(--max-iterations); lower the target")
+    if limits.train_minutes:
+        allowed = spent + limits.train_minutes  # the budget counts every run of the model; this job adds the cap
+        if not minutes or minutes > allowed:
+            raise UserError(f"time budget {minutes or 'none'}: this server lets one training run for at most "
+                            f"{limits.train_minutes:g} minutes (--max-train-minutes); set the time budget to "
+                            f"{allowed:.1f} minutes or less")
     return TrainConfig(faces_a=str(proj.faces("A")), faces_b=str(proj.faces("B")), model_dir=str(proj.model_dir),
                        preset=None if resume else preset, iterations=iterations, minutes=minutes or None,
                        batch_size=int(batch),
@@ -211,17 +220,28 @@ def _config(studio: Studio, proj: Project, preset, batch, iterations, minutes, p
                        save_every=max(1, int(save_every or 1)))
 
 
-def _train_job(config, history: list[tuple[float, float, float]]):
-    def run(job: Job) -> dict:
-        from engine.train.trainer import train
+def _train_job(config) -> Task:
+    """The training as a task that survives a restart: after an interruption it resumes from its last save."""
+    from dataclasses import replace
 
-        job.add_losses(history)
-        result = train(config, listeners=[job.listen], stop=job.stop)
-        if result.status == "diverged":
-            raise UserError(f"training diverged (loss became NaN/Inf) at iteration {result.iteration}: the model "
-                            "keeps its last good save; lower the learning rate or the batch size and Resume")
-        return {"status": result.status, "iteration": result.iteration}  # not the model: free its memory
-    return run
+    return Task(_train, {"config": config}, resume={"config": replace(config, resume=True)})
+
+
+def _train(job: Job, config) -> dict:
+    from dataclasses import replace
+
+    from engine.models import is_model_dir
+    from engine.train.trainer import train
+
+    if config.resume and not is_model_dir(config.model_dir):  # interrupted before its first save
+        config = replace(config, resume=False)
+    if config.resume:
+        job.add_losses(model_folder.loss_history(config.model_dir))  # the chart goes on where it ended
+    result = train(config, listeners=[job.listen], stop=job.stop)
+    if result.status == "diverged":
+        raise UserError(f"training diverged (loss became NaN/Inf) at iteration {result.iteration}: the model "
+                        "keeps its last good save; lower the learning rate or the batch size and Resume")
+    return {"status": result.status, "iteration": result.iteration}  # not the model: free its memory
 
 
 def _status(studio: Studio, proj: Project, job: Job | None) -> tuple[str, str]:
