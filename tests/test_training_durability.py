@@ -166,3 +166,39 @@ def test_the_lock_is_reentrant_for_its_thread_refused_to_others_and_leaves_nothi
     with training_lock(folder):
         pass
     assert folder.is_dir() and list(folder.iterdir()) == []  # a folder it did not make stays
+
+
+def test_temporary_files_of_interrupted_saves_are_swept_when_training_opens_the_folder(faceset_a, faceset_b,
+                                                                                      tmp_path, caplog):
+    folder = tmp_path / "m"
+    train(tiny(faceset_a, faceset_b, folder, iterations=2, save_every=2, snapshot_every=2))
+    orphans = [folder / ".optimizer.pt.k2j4x9_a.pt", folder / ".model.safetensors.0abcdefg.safetensors",
+               folder / ".config.json.zz11yy22.json", folder / "backup" / ".optimizer.pt.q1w2e3r4.pt",
+               folder / "snapshots" / "00000002" / ".model.safetensors.abcd1234.safetensors",
+               folder / "previews" / ".latest.png.x_y_z_12.png"]
+    others = [folder / ".hidden", folder / "notes.txt", folder / "snapshots" / "00000002" / ".keep.abc"]
+    for path in orphans + others:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\0" * 100_000)
+    assert atomic.temp_files(folder) == sorted(orphans)
+
+    with caplog.at_level("INFO", logger="engine.train.loop"):
+        train(tiny(faceset_a, faceset_b, folder, iterations=3, resume=True))
+    assert not any(path.exists() for path in orphans) and all(path.exists() for path in others)
+    assert f"{folder}: removed 6 temporary file(s), 0.6 MB, of saves that were interrupted" in caplog.text
+    assert load_model(folder)[1]["iteration"] == 3
+
+
+def test_a_held_folder_is_not_swept_by_the_training_it_refuses(faceset_a, faceset_b, tmp_path):
+    folder = tmp_path / "m"
+    train(tiny(faceset_a, faceset_b, folder, iterations=2, save_every=2))
+    live = folder / ".optimizer.pt.abcd1234.pt"  # as the holder's save in progress would have it
+    live.write_bytes(b"x")
+    holder = hold_in_another_process(folder)
+    try:
+        with pytest.raises(FolderBusyError):
+            train(tiny(faceset_a, faceset_b, folder, iterations=4, resume=True))
+        assert live.exists()
+    finally:
+        holder.kill()
+        holder.wait()

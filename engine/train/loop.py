@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.atomic import remove_temp_files
 from engine.device import autocast_for
 from engine.errors import UserError
 from engine.models.folder import TrainingState
@@ -217,11 +218,18 @@ def joined(device: str, cluster: distributed.Cluster | None = None) -> Iterator[
 @contextmanager
 def held_folder(folder: str | Path, cluster: distributed.Cluster) -> Iterator[None]:
     """The main rank holds the model folder's lock for the block (`engine.models.lock`: a second training
-    of the folder gets a UserError). Other ranks never write the folder."""
+    of the folder gets a UserError) and, now the folder's only writer, first deletes the temporary files
+    of saves that a kill interrupted (`engine.atomic.temp_files`), before anything is loaded or written.
+    Other ranks never write the folder."""
     if not cluster.is_main:
         yield
         return
-    with training_lock(folder):
+    with training_lock(folder) as outermost:
+        if outermost:
+            count, size = remove_temp_files(folder)
+            if count:
+                log.info("%s: removed %d temporary file(s), %.1f MB, of saves that were interrupted",
+                         folder, count, size / 1e6)
         yield
 
 
