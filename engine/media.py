@@ -60,6 +60,9 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise UserError(f"{name}: refused as a decompression bomb ({err})") from err
+    except Image.UnidentifiedImageError as err:  # its message names a BytesIO object, not the file
+        raise UserError(f"{name}: not a readable image (no image format recognised in its bytes); "
+                        "re-export it as JPEG or PNG") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise UserError(f"{name}: not a readable image ({err}); re-export it as JPEG or PNG") from err
 

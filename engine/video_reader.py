@@ -29,6 +29,11 @@ from engine.errors import UserError
 # containers whose index lists every frame (MP4's sample table): fewer packets than it lists means a cut
 INDEXED_FORMATS = {"mov", "mp4", "m4a", "3gp", "3g2", "mj2"}
 
+# The demuxers a source video is read with (the containers of media.VIDEO_EXTENSIONS and raw streams).
+# FFmpeg would otherwise pick a demuxer from the bytes: a text file named .mp4 holding an ffconcat or HLS
+# playlist would open further files (or URLs) that it names; these are refused before anything is read.
+DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,asf,mpeg,mpegts,mpegvideo,gif,h264,hevc,m4v,ivf"
+
 # Frame area: DCI 4K (4096x2160) and UHD (3840x2160) fit either way up, with headroom to 4096x2304.
 # A frame decodes to 3 bytes a pixel (28 MB here) and swapping keeps dozens in flight, so an 8000x8000
 # clip of a few KB a frame would take gigabytes; images have their own limit (media.MAX_IMAGE_PIXELS).
@@ -138,10 +143,18 @@ def read_frames(video: str | Path | VideoInfo, every: int = 1) -> Iterator[tuple
                             f"({missing or 'no frames decoded'})")
 
 
+def open_input(path: str | Path) -> av.container.InputContainer:
+    """av.open for reading, through the DEMUXERS only (raises av.FFmpegError or OSError like av.open)."""
+    return av.open(str(path), options={"format_whitelist": DEMUXERS})
+
+
 def _open(path: Path) -> av.container.InputContainer:
     """The file opened for reading, with a video stream; UserError naming the file otherwise."""
     try:
-        container = av.open(str(path))
+        container = open_input(path)
+    except av.ArgumentError as err:  # what FFmpeg answers when only a demuxer off the list would read it
+        raise UserError(f"{path}: not a video container read here (MP4/MOV, MKV/WebM, AVI, FLV, WMV, MPEG, "
+                        "GIF; playlists are refused)") from err
     except (av.FFmpegError, OSError) as err:
         raise UserError(f"{path}: ffmpeg cannot read a video stream from it ({err}); "
                         "check that it is a video file") from err

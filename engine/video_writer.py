@@ -24,6 +24,7 @@ import av
 import numpy as np
 
 from engine.errors import UserError
+from engine.video_reader import open_input
 
 # audio codecs the MP4 muxer takes as they are; anything else is re-encoded to AAC
 MP4_AUDIO_CODECS = {"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"}
@@ -65,7 +66,7 @@ class TimedVideoWriter:
             self._video.time_base = self._video.codec_context.time_base = self.time_base
             self._video.thread_type = "AUTO"  # x264's frame threads, as ffmpeg uses (PyAV defaults to slices)
             if audio_from is not None:
-                self._source = av.open(str(audio_from))
+                self._source = open_input(audio_from)
                 if self._source.streams.audio:
                     self._audio = _audio_packets(self._source, self._source.streams.audio[0], self._out)
                     self._next_audio = next(self._audio, None)  # also adds the stream, before the header

@@ -13,6 +13,7 @@ without sign-in. Names come from the browser, so every name is checked before it
 
 from __future__ import annotations
 
+import pickle
 import re
 import shutil
 import stat
@@ -226,7 +227,11 @@ def import_model(project: Project, archive: str | Path) -> str:
         if root is None or not model_folder.is_model_dir(root):
             raise UserError(f"{archive.name} holds no model folder ({model_folder.CONFIG} + {model_folder.WEIGHTS} "
                             "written by training): upload a zip made with 'Download model'")
-        load_model(root, "cpu")  # raises a UserError naming the problem when it does not load
+        try:
+            load_model(root, "cpu")  # raises a UserError naming the problem when it does not load
+        except UserError as err:  # named after the upload, not the server's staging folder
+            raise UserError(str(err).replace(str(root), archive.name)) from err
+        _check_optimizers(root, archive.name)
         iteration = model_folder.summary(root)["iteration"]
         previous = project.path / "model.previous"
         if project.model_dir.exists():
@@ -241,6 +246,27 @@ def import_model(project: Project, archive: str | Path) -> str:
         shutil.rmtree(staging, ignore_errors=True)
     kept = " (the model it replaced is kept in model.previous/)" if (project.path / "model.previous").exists() else ""
     return f"model imported at iteration {iteration}{kept}: press Resume to continue training"
+
+
+def _check_optimizers(root: Path, name: str) -> None:
+    """Optimizer files must load as plain tensors (what Resume reads): a pickle that would run code, or any
+    other object, is refused at import rather than failing the training that Resume starts later."""
+    import torch
+
+    for file in (model_folder.OPTIMIZER, model_folder.COLOR_OPTIMIZER):
+        if (root / file).is_file():
+            try:
+                state = torch.load(root / file, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as err:
+                raise UserError(f"{name}: {file} is not an optimizer state saved by training (it holds Python "
+                                "objects other than tensors, which could run code when loaded); upload a zip "
+                                "made with 'Download model'") from err
+            except Exception as err:  # any failure means it is not what training wrote
+                raise UserError(f"{name}: {file} is not an optimizer state saved by training (it cannot be "
+                                f"read: {type(err).__name__}); upload a zip made with 'Download model'") from err
+            if not isinstance(state, dict) or "optimizer" not in state:
+                raise UserError(f"{name}: {file} is not an optimizer state saved by training; "
+                                "upload a zip made with 'Download model'")
 
 
 def _checked_members(zf: zipfile.ZipFile, name: str) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import warnings
 from pathlib import Path
 
 import gradio as gr
@@ -42,17 +43,28 @@ def build_app(studio: Studio | None = None) -> gr.Blocks:
 def serve(studio: Studio, host: str = "127.0.0.1", port: int = 7860, credentials: dict[str, str] | None = None,
           root_path: str | None = None) -> None:
     """Launch and block; on Ctrl-C or SIGTERM every job is stopped (trainings save) before exiting."""
-    from engine.device import pick_device
+    from PIL import Image
+    from starlette.middleware import Middleware
 
+    import engine.media  # noqa: F401 - sets PIL's pixel limit to the studio's
+    from engine.device import pick_device
+    from webapp.access import Guard
+
+    # Gradio decodes photos itself (gr.Image) and PIL only warns between its pixel limit (engine.media sets it)
+    # and twice that: in the server a warning is a refusal, made before the pixels are allocated
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
     log.info("workspace %s; jobs run on %s", studio.workspace.root, pick_device(studio.device))
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=4)
     signal.signal(signal.SIGTERM, _interrupt)
+    # with sign-in, webapp.access.Guard keeps each user's files, sessions and sign-in attempts their own
+    app_kwargs = {"middleware": [Middleware(Guard)]} if credentials else {}
     try:
         demo.launch(server_name=host, server_port=port, auth=_checker(credentials) if credentials else None,
                     auth_message="Sign in to your face-swap studio" if credentials else None,
                     root_path=root_path or None, max_file_size=f"{studio.max_upload_mb}mb", css=CSS,
-                    theme=gr.themes.Soft(), footer_links=["settings"], show_error=True)
+                    theme=gr.themes.Soft(), footer_links=["settings"], show_error=True, ssr_mode=False,
+                    app_kwargs=app_kwargs)
     finally:
         studio.jobs.shutdown(timeout=120)
 

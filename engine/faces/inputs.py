@@ -8,6 +8,7 @@ cannot write outside the face set. Size and compression-ratio limits refuse zip 
 from __future__ import annotations
 
 import shutil
+import stat
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -143,6 +144,8 @@ def _member_reason(info: zipfile.ZipInfo) -> str | None:
         return "member has an empty name; refused"
     if info.flag_bits & 0x1:
         return "member is encrypted (password-protected); unpack it with its password and add the files"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "member is a symbolic link; archives of photos and videos hold plain files only"
     if info.compress_type not in SUPPORTED_METHODS:
         return (f"member is compressed with method {info.compress_type}, which cannot be read here; "
                 "re-zip it with ordinary (deflate) compression")

@@ -19,6 +19,7 @@ class MTCNNDetector:
         self.device = torch.device(device)
         # below `max_side` the image pyramid stays cheap; larger photos are shrunk for detection only
         self.max_side = max_side
+        self.min_face = min_face
         self.net = MTCNN(keep_all=True, device=self.device, min_face_size=min_face,
                          thresholds=list(thresholds), post_process=False)
 
@@ -27,6 +28,8 @@ class MTCNNDetector:
         for shape, idx in group_by_shape(images).items():
             scale = min(1.0, self.max_side / max(shape[:2]))
             batch = np.stack([_shrink(images[i], scale) for i in idx])
+            if min(batch.shape[1:3]) < self.min_face:
+                continue  # no face of min_face px fits (and MTCNN's empty image pyramid would raise)
             with torch.inference_mode():
                 boxes, probs, points = self.net.detect(batch, landmarks=True)
             for j, i in enumerate(idx):

@@ -93,8 +93,10 @@ def _image_texts(path: Path) -> list[str]:
 def _video_texts(path: Path) -> list[str]:
     import av
 
+    from engine.video_reader import open_input
+
     try:
-        with av.open(str(path)) as container:
+        with open_input(path) as container:
             tags = dict(container.metadata)
     except (av.FFmpegError, OSError):
         return []
