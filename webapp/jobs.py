@@ -231,9 +231,10 @@ class JobManager:
 
     # --- submitting and finding -------------------------------------------------------------------
     def submit(self, owner: str, project: str, kind: str, run: Callable[[Job], Any] | Task, lane: str = "media",
-               info: dict | None = None, message: str = "") -> Job:
+               info: dict | None = None, message: str = "", first: bool = False) -> Job:
         """Queue `run` (a `Task`, or a closure that cannot outlive this process); JobConflict when the same
-        kind of job is active for the project, UserError when the owner is at their limit."""
+        kind of job is active for the project, UserError when the owner is at their limit. `first`: ahead of
+        every waiting job (a resumed training takes back the place it had)."""
         if lane not in self.lanes:
             raise ValueError(f"unknown lane {lane!r}")
         args = _encode(run.kwargs) if isinstance(run, Task) else None  # fail here, not in the worker
@@ -249,7 +250,7 @@ class JobManager:
                 raise UserError(f"you have {mine} jobs queued or running, the most this server allows each "
                                 f"user (--max-jobs-per-user {self.limits.jobs_per_user}): wait for one to "
                                 "finish, or stop one")
-            priority = -self._count(owner, lane=lane)  # fair: each user's n-th job waits behind others' first
+            priority = 1 if first else -self._count(owner, lane=lane)  # fair: a user's n-th job waits behind others' first
             now = time.time()
             with self._db:
                 cursor = self._db.execute(
@@ -356,7 +357,7 @@ class JobManager:
             if row["resume"] and not row["stop"]:
                 task = Task(_resolve(row["task"]), _decode(json.loads(row["resume"])), _decode(json.loads(row["resume"])))
                 again.append(self.submit(row["owner"], row["project"], row["kind"], task, lane=row["lane"],
-                                         info=json.loads(row["info"]),
+                                         info=json.loads(row["info"]), first=True,
                                          message=f"resumed on its own after job {row['id']} was {note}"))
         return again
 

@@ -165,9 +165,9 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
     def resume(name, preset, batch, iterations, minutes, preview_every, save_every, request: gr.Request):
         return launch(name, preset, batch, iterations, minutes, preview_every, save_every, True, request)
 
-    ui.start.click(start, inputs=[project, *settings], outputs=ui.seen).then(poll, **poll_io)
-    ui.resume.click(resume, inputs=[project, *settings], outputs=ui.seen).then(poll, **poll_io)
-    ui.stop.click(stop, inputs=project).then(poll, **poll_io)
+    ui.start.click(start, inputs=[project, *settings], outputs=ui.seen, api_name="train_start").then(poll, **poll_io)
+    ui.resume.click(resume, inputs=[project, *settings], outputs=ui.seen, api_name="train_resume").then(poll, **poll_io)
+    ui.stop.click(stop, inputs=project, api_name="train_stop").then(poll, **poll_io)
     ui.timer.tick(poll, **poll_io, show_progress="hidden", concurrency_limit=None)
     project.change(lambda: {}, outputs=ui.seen).then(poll, **poll_io).then(form, inputs=project, outputs=settings)
     ui.export.click(export, inputs=project, outputs=ui.exported)
