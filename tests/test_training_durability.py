@@ -5,6 +5,7 @@ must not be unpickled. tests/test_sigkill_training.py kills real trainings for t
 from __future__ import annotations
 
 import os
+import pickle
 import stat
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from test_train import tiny
 
 from engine import atomic
@@ -21,6 +23,7 @@ from engine.models import load_model
 from engine.models.folder import LOCK, portable_files
 from engine.models.lock import FolderBusyError, training_lock
 from engine.train import ColorConfig, train, train_color
+from engine.train.checkpoint import OPTIMIZER, load
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -202,3 +205,55 @@ def test_a_held_folder_is_not_swept_by_the_training_it_refuses(faceset_a, facese
     finally:
         holder.kill()
         holder.wait()
+
+
+class CodeOnLoad:
+    """Pickles to a call of os.mkdir(marker): what an optimizer.pt made to run code would hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_an_optimizer_file_with_a_code_payload_is_set_aside_and_training_resumes(faceset_a, faceset_b, tmp_path,
+                                                                               caplog):
+    folder = tmp_path / "m"
+    train(tiny(faceset_a, faceset_b, folder, iterations=2, save_every=2))
+    marker = tmp_path / "payload-ran"
+    torch.save({"iteration": 2, "optimizer": {"state": {0: CodeOnLoad(marker)}, "param_groups": []}},
+               folder / OPTIMIZER)
+    with pytest.raises(pickle.UnpicklingError):  # what every resume used to fail on
+        torch.load(folder / OPTIMIZER, weights_only=True)
+
+    with caplog.at_level("WARNING", logger="engine.train.checkpoint"):
+        result = train(tiny(faceset_a, faceset_b, folder, iterations=4, resume=True))
+    assert not marker.exists()
+    assert result.status == "done" and result.iteration == 4
+    assert (folder / f"{OPTIMIZER}.refused").is_file()
+    assert "it cannot be read safely" in caplog.text and "set aside as optimizer.pt.refused" in caplog.text
+    _, _, optimizer_state = load(folder, torch.device("cpu"))
+    assert {int(s["step"]) for s in optimizer_state["state"].values()} == {2}  # a fresh Adam, 2 steps old
+    assert f"{OPTIMIZER}.refused" not in [name for _, name in portable_files(folder)]
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="engine.train.checkpoint"):
+        assert train(tiny(faceset_a, faceset_b, folder, iterations=5, resume=True)).iteration == 5
+    assert "set aside" not in caplog.text  # the next resume finds the new file and uses it
+    assert not marker.exists()
+
+
+def test_an_optimizer_file_of_another_model_is_set_aside_not_loaded(faceset_a, faceset_b, tmp_path, caplog):
+    folder = tmp_path / "m"
+    train(tiny(faceset_a, faceset_b, folder, iterations=2, save_every=2))
+    saved = torch.load(folder / OPTIMIZER, weights_only=True)
+    first = next(iter(saved["optimizer"]["state"].values()))
+    first["exp_avg"] = torch.zeros(3, 3)  # another architecture's moments
+    torch.save(saved, folder / OPTIMIZER)
+
+    with caplog.at_level("WARNING", logger="engine.train.checkpoint"):
+        assert train(tiny(faceset_a, faceset_b, folder, iterations=3, resume=True)).iteration == 3
+    assert "it does not fit the model (exp_avg of parameter" in caplog.text
+    assert (folder / f"{OPTIMIZER}.refused").is_file()
+

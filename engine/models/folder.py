@@ -7,8 +7,10 @@
     snapshots/NNNNNNNN/, backup/        numbered copies of the weights, the best checkpoint so far
     color.safetensors, config.json["color_net"], color_optimizer.pt, color_loss.csv,
     previews/color-latest.png           the colour network's counterparts (engine.train.color)
-    .lock                               held by the folder's training (engine.models.lock); archives
-                                        carry PORTABLE_FILES only, never it
+    .lock                               held by the folder's training (engine.models.lock)
+    optimizer.pt.refused                an optimizer file a resume could not use, set aside
+                                        (engine.train.checkpoint); archives carry PORTABLE_FILES only,
+                                        never these two
 
 Every other module and the web app name these files and keys through this one, so renaming one is a
 single edit here. `engine.models.store` writes and loads the weights; `engine.train.checkpoint` the
@@ -39,6 +41,7 @@ COLOR_OPTIMIZER = "color_optimizer.pt"
 COLOR_LOSS_CSV = "color_loss.csv"
 COLOR_PREFIX = "color-"  # the colour net's preview names: previews/color-latest.png, ...
 LOCK = ".lock"  # the lock a training holds on its folder (engine.models.lock)
+REFUSED_SUFFIX = ".refused"  # optimizer.pt.refused: set aside by a resume that could not use it
 
 # what a model archive carries: the colour net's files too, else an imported model falls back to Reinhard
 PORTABLE_FILES = (CONFIG, WEIGHTS, OPTIMIZER, LOSS_CSV, f"{PREVIEWS}/latest.png", COLOR_WEIGHTS,

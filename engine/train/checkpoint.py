@@ -8,6 +8,8 @@
     backup/                  the checkpoint with the lowest smoothed loss so far
 
 The colour net's are color_optimizer.pt and color_loss.csv (engine.models.folder names them all).
+An optimizer file that cannot be read safely or does not fit the model is set aside (NAME.refused)
+and the run goes on with a fresh optimizer, rather than every resume failing on it.
 Every file is written atomically (temporary name + rename), so a crash or SIGKILL at any moment
 leaves the previous complete file in place. A network with NaN or Inf weights is never written.
 """
@@ -27,6 +29,7 @@ from engine.models.folder import (
     BACKUP,
     COLOR_OPTIMIZER,
     OPTIMIZER,
+    REFUSED_SUFFIX,
     SNAPSHOTS,
     LossHistory,
     TrainingState,
@@ -35,7 +38,8 @@ from engine.models.folder import (
     write_history,
 )
 
-__all__ = ["BrokenModelError", "save", "load", "restore", "load_optimizer_state", "save_snapshot",
+__all__ = ["BrokenModelError", "save", "load", "restore", "load_optimizer_state", "load_optimizer_into",
+           "set_aside_optimizer", "optimizer_mismatch", "save_snapshot",
            "save_backup_if_better", "copy_matching_weights", "weights_finite",
            "OPTIMIZER", "LossHistory", "TrainingState"]  # the last three re-exported from engine.models.folder
 
@@ -82,15 +86,61 @@ def load_optimizer_state(path: Path, iteration: int, device: torch.device) -> di
     """The optimizer state saved at `path` if it belongs to the weights' `iteration`, else None.
 
     Weights and optimizer are separate atomic files; a crash between the two leaves them out of
-    step, and Adam moments from another iteration would be worse than a fresh optimizer.
+    step, and Adam moments from another iteration would be worse than a fresh optimizer. A file that
+    cannot be read safely (`weights_only` refuses its pickle: an imported file that would run code;
+    damaged; not this studio's) is set aside as `optimizer.pt.refused` with a warning, so that every
+    later resume does not trip over it again; the run goes on with a fresh optimizer.
     """
     if not path.is_file():
         return None
-    saved = torch.load(path, map_location=device, weights_only=True)
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # whatever it fails with, the file is no use; the unpickler ran nothing
+        set_aside_optimizer(path, f"it cannot be read safely ({_first_line(err)})")
+        return None
+    if not (isinstance(saved, dict) and isinstance(saved.get("optimizer"), dict)
+            and isinstance(saved["optimizer"].get("state"), dict)
+            and isinstance(saved["optimizer"].get("param_groups"), list)):
+        set_aside_optimizer(path, "it is not an optimizer state this studio wrote")
+        return None
     if saved.get("iteration") == iteration:
         return saved["optimizer"]
     log.warning("%s is from iteration %s, the weights from %s: restarting the optimizer",
                 path, saved.get("iteration"), iteration)
+    return None
+
+
+def set_aside_optimizer(path: Path, why: str) -> Path:
+    """Rename an optimizer file that a resume cannot use to NAME.refused (kept to look at, never loaded or
+    archived), with a warning saying why; -> its new path."""
+    refused = path.with_name(path.name + REFUSED_SUFFIX)
+    try:
+        os.replace(path, refused)
+    except FileNotFoundError:  # another rank of the run set it aside first
+        return refused
+    log.warning("%s: %s; set aside as %s, training goes on with a fresh optimizer (Adam's moments restart)",
+                path, why, refused.name)
+    return refused
+
+
+def optimizer_mismatch(optimizer: torch.optim.Optimizer, saved: dict) -> str | None:
+    """Why the saved optimizer state cannot go into `optimizer` (its groups, parameters or moment shapes
+    differ: another architecture's file), in a few words; None when it fits."""
+    groups = saved.get("param_groups")
+    if len(groups) != len(optimizer.param_groups):
+        return f"{len(groups)} parameter groups, the model's optimizer has {len(optimizer.param_groups)}"
+    params = {}
+    for group, live in zip(groups, optimizer.param_groups, strict=True):
+        ids = group.get("params") if isinstance(group, dict) else None
+        if not isinstance(ids, list) or len(ids) != len(live["params"]):
+            return "parameter lists of other lengths than the model's"
+        params.update(zip(ids, live["params"], strict=True))
+    for key, moments in saved["state"].items():
+        if key not in params or not isinstance(moments, dict):
+            return f"state for parameter {key!r}, which the model does not have"
+        for name, value in moments.items():
+            if name != "step" and (not isinstance(value, torch.Tensor) or value.shape != params[key].shape):
+                return f"{name} of parameter {key} of another shape than the model's"
     return None
 
 
@@ -100,11 +150,28 @@ def restore(folder: str | os.PathLike, net: nn.Module, optimizer: torch.optim.Op
     device = next(net.parameters()).device
     saved, state, optimizer_state = load(folder, device, color)
     net.load_state_dict(saved.state_dict())
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-    else:
+    if not load_optimizer_into(optimizer, optimizer_state, folder, color):
         optimizer.state.clear()
     return state
+
+
+def load_optimizer_into(optimizer: torch.optim.Optimizer, saved: dict | None, folder: str | os.PathLike,
+                        color: bool = False) -> bool:
+    """Load `saved` (from `load`) into the live optimizer when it fits its parameters; one that does not
+    is set aside like an unreadable file. -> whether it was loaded."""
+    if saved is None:
+        return False
+    problem = optimizer_mismatch(optimizer, saved)
+    if problem is None:
+        try:
+            optimizer.load_state_dict(saved)
+            return True
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            problem = _first_line(err)
+    path = Path(folder) / _optimizer_file(color)
+    if path.is_file():
+        set_aside_optimizer(path, f"it does not fit the model ({problem})")
+    return False
 
 
 def save_snapshot(folder: str | os.PathLike, model: nn.Module, state: TrainingState, name: str | None = None) -> Path:
@@ -140,3 +207,8 @@ def copy_matching_weights(target: nn.Module, source: nn.Module) -> int:
 
 def _optimizer_file(color: bool) -> str:
     return COLOR_OPTIMIZER if color else OPTIMIZER
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

@@ -87,8 +87,7 @@ class LoopSession:
         recorded, and random streams for the state's iteration."""
         self.model, self.state = model, state
         self.optimizer = adam(model.parameters(), self.config.lr, self.config.beta1)
-        if optimizer_state is not None:
-            self.optimizer.load_state_dict(optimizer_state)
+        checkpoint.load_optimizer_into(self.optimizer, optimizer_state, self.folder, self.COLOR)
         self._set_lr()
         self.state.settings = settings
         self.reseed(state.iteration)
