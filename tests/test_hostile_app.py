@@ -388,6 +388,7 @@ def test_hostile_media_through_face_set_extraction(server, alice, tmp_path):
         line = next((why for source, why in reasons.items() if source.split("::")[0] == name), None)
         assert line is not None and re.search(pattern, line), (name, line, status)
         clear_refusal(line)
+        assert str(server.root) not in line
         record("Face sets: upload + extract", name, line)
     assert alice.alive()
     no_escape(server, before)
@@ -494,27 +495,32 @@ def test_hostile_photos_through_the_swap_preview(server, alice, alice_model):
     assert alice.open_project("studio").ok
     preview = alice.fn("swap-photo", "change")
     rss = server.peak_rss_mb()
-    cases = [("truncated.jpg", jpeg()[:1500]), ("empty.png", b""), ("notes_as.jpg", b"hello " * 50),
-             ("pixel_bomb.png", png(30000, 30000, rows=4)), ("pixel_bomb_144mp.png", png(12000, 12000, rows=4)),
-             ("one_pixel.png", png(1, 1)), ("photo.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>")]
-    for name, data in cases:
+    cases = [("truncated.jpg", jpeg()[:1500], r"not a readable image \(image file is truncated"),
+             ("empty.png", b"", r"not a readable image \(no image format"),
+             ("notes_as.jpg", b"hello " * 50, r"not a readable image \(no image format"),
+             ("pixel_bomb.png", png(30000, 30000, rows=4), r"decompression bomb"),
+             ("pixel_bomb_144mp.png", png(12000, 12000, rows=4), r"decompression bomb|over the 80 MP limit"),
+             ("photo.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", r"not a readable image"),
+             ("one_pixel.png", png(1, 1), None)]
+    for name, data, pattern in cases:
         inputs = alice.defaults(preview)
         inputs[1] = alice.file(name, data)
         answer = alice.call(preview, inputs)
         outcome = answer.text if not answer.ok else f"answered: {answer.data[1]}"
-        if name == "one_pixel.png":  # a real (tiny) photo: no face, unchanged
+        if pattern is None:  # a real (tiny) photo: no face, unchanged
             assert answer.ok and "no face found" in answer.data[1], answer
         else:
-            assert not answer.ok, (name, answer)
+            assert not answer.ok and re.search(pattern, answer.text), (name, answer)
             clear_refusal(answer.text)
+            assert str(server.root) not in answer.text
         record("Swap: photo preview", name, outcome)
         assert alice.alive()
-    # a data: URL instead of an upload (Gradio decodes it itself): the same limits hold
+    # a data: URL instead of an upload (Gradio's page may send one): the same limits hold
     inputs = alice.defaults(preview)
     inputs[1] = {"path": None, "url": "data:image/png;base64," + base64.b64encode(png(12000, 12000, rows=4)).decode(),
-                 "meta": {"_type": "gradio.FileData"}}
+                 "orig_name": "pasted.png", "meta": {"_type": "gradio.FileData"}}
     answer = alice.call(preview, inputs)
-    assert not answer.ok, answer
+    assert not answer.ok and re.search(r"decompression bomb|over the 80 MP limit", answer.text), answer
     clear_refusal(answer.text)
     record("Swap: photo preview", "data: URL of a 12000x12000 PNG", answer.text)
     grown = server.peak_rss_mb() - rss
@@ -538,6 +544,7 @@ def test_hostile_videos_through_the_swap_video_tab(server, alice, tmp_path):
         answer = alice.call(loaded, [alice.file(name, data)])
         assert not answer.ok and re.search(pattern, answer.text), (name, answer)
         clear_refusal(answer.text)
+        assert str(server.root) not in answer.text
         record("Swap: video upload (probe)", name, answer.text)
         assert alice.alive()
     no_escape(server, before)
@@ -673,11 +680,12 @@ def test_isolation_between_two_signed_in_users(server, alice, bob):
     hijack = thief.call(thief.fn("train-stop", "click"), [None])
     assert not hijack.ok and hijack.http == 403, hijack
     assert thief.get("/gradio_api/queue/data", params={"session_hash": alice.session_hash}).status_code == 403
+    assert thief.get(f"/gradio_api/heartbeat/{alice.session_hash}").status_code == 403
     FIGURES["requests"] += 1
     cancel = thief.http.post(f"{server.url}/gradio_api/cancel", timeout=10,
                              json={"session_hash": alice.session_hash, "fn_index": start, "event_id": "x"})
     assert cancel.status_code == 403
-    record("Isolation", "bob uses alice's session hash (event, stream, cancel)", "HTTP 403")
+    record("Isolation", "bob uses alice's session hash (event, stream, heartbeat, cancel)", "HTTP 403")
     # jobs: bob's Stop in his own same-named project does not touch alice's training
     assert bob.open_project("secret", create=True).ok
     stopped = bob.call(bob.fn("train-stop", "click"), [None])

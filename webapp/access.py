@@ -85,7 +85,9 @@ class Guard:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if any(not self._session_ok(h, user) for h in query.get("session_hash", [])):
             return await _answer(send, 403, b'{"detail":"This session belongs to another user."}')
-        if path.startswith(f"{API}/heartbeat/") and not self._session_ok(path.rsplit("/", 1)[-1], user):
+        named = (path.split("/")[3] if path.startswith((f"{API}/heartbeat/", f"{API}/stream/")) and method == "GET"
+                 and path.count("/") >= 3 else None)  # /gradio_api/heartbeat/<hash>, /gradio_api/stream/<hash>/...
+        if named and not self._session_ok(named, user):
             return await _answer(send, 403, b'{"detail":"This session belongs to another user."}')
         if method == "POST" and path.startswith(API) and _content_type(scope).startswith(b"application/json"):
             body = await _read_body(receive, MAX_JSON_BODY)

@@ -180,13 +180,19 @@ def _job_view(studio: Studio, job: Job | None, side: str) -> tuple[str, str]:
                  + (f", {report.inputs_already_done} inputs done before" if report.inputs_already_done else "")]
         lines += [f"- {n} faces dropped: {why}" for why, n in sorted(report.filtered.items())]
         lines += [f"- skipped `{Path(s.source.split('::')[0]).name}"
-                  f"{'::' + s.source.split('::', 1)[1] if '::' in s.source else ''}`: {s.reason}"
+                  f"{'::' + s.source.split('::', 1)[1] if '::' in s.source else ''}`: {_named(s)}"
                   for s in report.skipped[:20]]
         if len(report.skipped) > 20:
             lines.append(f"- ... and {len(report.skipped) - 20} more skipped")
         fraction = 1.0 if job.state == DONE or event is None else event.fraction
         return progress_bar(fraction, head), "\n".join(lines)
     return progress_bar(0, job.state), f"**{describe(job.kind)} {job.state}**: {job.message}"
+
+
+def _named(skipped) -> str:
+    """A skipped input's reason with its server path (which FFmpeg's messages quote) cut to the file's name."""
+    path = skipped.source.split("::")[0]
+    return skipped.reason.replace(path, Path(path).name)
 
 
 def _gallery(project: Project, side: str, page: float):

@@ -9,6 +9,7 @@ the photo preview stays usable while it runs; the result plays back with its sou
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -101,12 +102,15 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         found = f"{len(landmarks)} face(s) swapped" if landmarks else "no face found: the photo is unchanged"
         return out, f"{found} in {ms:.0f} ms (model at iteration {loaded.swapper.meta.get('iteration', '?')})"
 
-    def photo_preview(name, rgb, direction, color, strength, blend, erode, blur, faces, watermark, request: gr.Request):
+    def photo_preview(name, photo, direction, color, strength, blend, erode, blur, faces, watermark,
+                      request: gr.Request):
+        rgb = _photo(photo)
         if rgb is None:
             return None, ""
         return swap_rgb(name, rgb, _settings(direction, color, strength, blend, erode, blur, faces, watermark), request)
 
-    def save_photo(name, rgb, direction, color, strength, blend, erode, blur, faces, watermark, request: gr.Request):
+    def save_photo(name, photo, direction, color, strength, blend, erode, blur, faces, watermark, request: gr.Request):
+        rgb = _photo(photo)
         if rgb is None:
             raise gr.Error("upload a photo first")
         settings = _settings(direction, color, strength, blend, erode, blur, faces, watermark)
@@ -126,7 +130,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         try:
             info = probe_video(video)
         except UserError as err:
-            raise gr.Error(str(err)) from err
+            raise gr.Error(str(err).replace(video, Path(video).name)) from err
         frames = max(1, round(info.duration * info.avg_fps))
         return gr.update(maximum=max(1, frames - 1), value=0, label=f"Preview frame (of {frames})"), None
 
@@ -169,11 +173,13 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         path = publish(job.result)
         return bar, status, path, path, {"shown": job.id}
 
+    # preprocess=False: the photo arrives as the uploaded file (FileData) and the engine decodes it, with
+    # its limits and messages (Gradio's decoder would answer a broken photo with its internals)
     inputs = [project, ui.photo, *ui.settings]
     for component in (ui.photo, *ui.settings):  # always_last: a dragged slider renders its latest value
         component.change(photo_preview, inputs=inputs, outputs=[ui.result, ui.photo_status],
-                         trigger_mode="always_last", show_progress="minimal")
-    ui.save.click(save_photo, inputs=inputs, outputs=ui.saved)
+                         trigger_mode="always_last", show_progress="minimal", preprocess=False)
+    ui.save.click(save_photo, inputs=inputs, outputs=ui.saved, preprocess=False)
     ui.video.change(video_loaded, inputs=ui.video, outputs=[ui.frame, ui.frame_view])
     frame_inputs = [project, ui.video, ui.frame, *ui.settings]
     ui.frame.change(frame_preview, inputs=frame_inputs, outputs=ui.frame_view, trigger_mode="always_last")
@@ -183,6 +189,26 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
     ui.stop.click(stop, inputs=project).then(poll, **poll_io)
     ui.timer.tick(poll, **poll_io, show_progress="hidden", concurrency_limit=None)
     project.change(lambda: {}, outputs=ui.seen).then(poll, **poll_io)
+
+
+def _photo(payload: dict | None) -> np.ndarray | None:
+    """The photo input's raw value (FileData of an upload, or a data: URL) decoded to RGB by the engine."""
+    if not payload:
+        return None
+    from engine.media import decode_image
+
+    name = Path(payload.get("orig_name") or "the photo").name
+    try:
+        url = payload.get("url") or ""
+        if not payload.get("path") and url.startswith("data:"):
+            data = base64.b64decode(url.partition(",")[2], validate=False)
+        else:
+            data = Path(payload["path"]).read_bytes()
+        return decode_image(data, name)
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        raise gr.Error(f"{name}: the upload cannot be read ({type(err).__name__}); upload the photo again") from err
+    except UserError as err:
+        raise gr.Error(str(err)) from err
 
 
 def _read_frame(video: str, index: int) -> np.ndarray:
@@ -197,7 +223,7 @@ def _read_frame(video: str, index: int) -> np.ndarray:
                 break
     except UserError as err:
         if last is None:
-            raise gr.Error(str(err)) from err
+            raise gr.Error(str(err).replace(video, Path(video).name)) from err
     if last is None:
         raise gr.Error("the video has no frames to preview")
     return np.array(last)
