@@ -4,6 +4,7 @@ must not be unpickled. tests/test_sigkill_training.py kills real trainings for t
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import stat
@@ -19,11 +20,13 @@ from test_train import tiny
 
 from engine import atomic
 from engine.cli import main as cli_main
-from engine.models import load_model
+from engine.errors import UserError
+from engine.models import build_model, load_model, save_model
 from engine.models.folder import LOCK, portable_files
 from engine.models.lock import FolderBusyError, training_lock
 from engine.train import ColorConfig, train, train_color
-from engine.train.checkpoint import OPTIMIZER, load
+from engine.train.checkpoint import OPTIMIZER, load, weights_finite
+from engine.train.trainer import Session
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -257,3 +260,66 @@ def test_an_optimizer_file_of_another_model_is_set_aside_not_loaded(faceset_a, f
     assert "it does not fit the model (exp_avg of parameter" in caplog.text
     assert (folder / f"{OPTIMIZER}.refused").is_file()
 
+
+def poison_at(monkeypatch, iteration: int, *, nan_loss: bool, before=None) -> None:
+    """Session.step breaks the weights at `iteration` (after `before(session)`), with a NaN loss or
+    with the finite loss computed before the weights broke."""
+    real_step = Session.step
+    calls = {"n": 0}
+
+    def step(self):
+        losses = real_step(self)
+        calls["n"] += 1
+        if calls["n"] == iteration:
+            if before is not None:
+                before(self)
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+            return losses * float("nan") if nan_loss else losses
+        return losses
+
+    monkeypatch.setattr(Session, "step", step)
+
+
+def test_a_rewind_to_a_save_that_no_longer_loads_is_a_user_error_naming_the_folder(faceset_a, faceset_b,
+                                                                                  tmp_path, monkeypatch):
+    folder = tmp_path / "m"
+
+    def damage(session):  # the save at 5 is damaged on disk before the loss blows up at 7
+        (folder / "model.safetensors").write_bytes(b"not safetensors")
+
+    poison_at(monkeypatch, 7, nan_loss=True, before=damage)
+    with pytest.raises(UserError) as caught:
+        train(tiny(faceset_a, faceset_b, folder, iterations=12))
+    message = str(caught.value)
+    assert message.startswith(f"training went NaN/Inf at iteration 7 and the last save in {folder} cannot be "
+                              "loaded to rewind to (")
+    assert "model.safetensors is not a readable safetensors file" in message
+    assert message.endswith("restore the folder from its backup/ or a snapshot, or retrain")
+    assert not (folder / LOCK).exists()  # the lock went with the failed run
+
+
+def test_a_rewind_to_a_save_with_nan_weights_is_a_user_error(faceset_a, faceset_b, tmp_path, monkeypatch):
+    folder = tmp_path / "m"
+
+    def replace_with_broken(session):  # another tool wrote NaN weights over the save at 5
+        broken = build_model("lite")
+        with torch.no_grad():
+            next(broken.parameters()).fill_(float("nan"))
+        save_model(folder, broken, json.loads((folder / "config.json").read_text())["meta"])
+
+    poison_at(monkeypatch, 7, nan_loss=True, before=replace_with_broken)
+    with pytest.raises(UserError, match=f"the last save in {folder} holds NaN/Inf weights itself"):
+        train(tiny(faceset_a, faceset_b, folder, iterations=12))
+
+
+def test_weights_gone_nan_under_a_finite_loss_are_rewound_not_a_crash_on_save(faceset_a, faceset_b, tmp_path,
+                                                                            monkeypatch):
+    folder = tmp_path / "m"
+    poison_at(monkeypatch, 10, nan_loss=False)  # iteration 10 is a save: its loss was still finite
+    events = []
+    result = train(tiny(faceset_a, faceset_b, folder, iterations=12), listeners=[events.append])
+    assert result.status == "done" and result.iteration == 12
+    assert any("loss or weights became NaN/Inf at 10: rewound to 5" in e.message for e in events)
+    model, meta = load_model(folder)
+    assert weights_finite(model) and meta["iteration"] == 12

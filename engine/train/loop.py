@@ -128,13 +128,28 @@ class LoopSession:
         return gather_losses(self.cluster, pending, stop)
 
     def rewind(self) -> bool:
-        """After a NaN/Inf loss, reload the last checkpoint (never saved broken); False: give up."""
+        """After a NaN/Inf loss (or weights), reload the last checkpoint (never saved broken); False: give up.
+
+        UserError, naming the folder, when that checkpoint no longer loads (damaged or replaced since it
+        was saved) or holds NaN/Inf weights: the run cannot go on from it, and says so in one line.
+        """
         self.rewinds += 1
         if self.rewinds > self.config.max_rewinds:
             return False
         self.cluster.barrier()  # rank 0 has finished writing the checkpoint every rank now reads
-        settings = self.state.settings
-        self.state = checkpoint.restore(self.folder, self.model, self.optimizer, color=self.COLOR)
+        settings, at = self.state.settings, self.state.iteration
+        what = "the colour net's last save" if self.COLOR else "the last save"
+        try:
+            state = checkpoint.restore(self.folder, self.model, self.optimizer, color=self.COLOR)
+        except (UserError, OSError, RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise UserError(f"training went NaN/Inf at iteration {at} and {what} in {self.folder} cannot be "
+                            f"loaded to rewind to ({err}); restore the folder from its backup/ or a snapshot, "
+                            "or retrain") from err
+        if not checkpoint.weights_finite(self.model):
+            raise UserError(f"training went NaN/Inf at iteration {at} and {what} in {self.folder} holds NaN/Inf "
+                            "weights itself (it was not written by this training); restore the folder from its "
+                            "backup/ or a snapshot, or retrain")
+        self.state = state
         self.state.settings = settings
         self._set_lr()
         self.reseed(self.state.iteration + REWIND_STRIDE * self.rewinds)
@@ -287,14 +302,18 @@ def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
         # the main rank's clock ends a run of several processes, riding on the stop request's all-reduce
         loss_a, loss_b, stop_requested = s.gather(pending, _Either(stop, s.cluster.is_main and clock.spent))
         count, pending = len(pending), []
-        if not (math.isfinite(loss_a) and math.isfinite(loss_b)):
+        finite = math.isfinite(loss_a) and math.isfinite(loss_b)
+        if finite and (save_due or snapshot_due) and not checkpoint.weights_finite(s.model):
+            finite = False  # a finite loss over NaN/Inf weights: never saved, rewound like a NaN loss
+        if not finite:
             if not s.rewind():
                 status = "diverged"
                 log.error("loss is NaN/Inf again after %d rewinds: stopping; %s keeps iteration %d",
                           cfg.max_rewinds, s.folder, saved_at)
                 break
             clock.restart(s.state)
-            reporter(s.state.iteration, message=f"loss became NaN/Inf at {it}: rewound to {s.state.iteration}")
+            reporter(s.state.iteration, message=f"loss or weights became NaN/Inf at {it}: "
+                                                f"rewound to {s.state.iteration}")
             window_start, window_t0 = s.state.iteration, time.perf_counter()
             continue
         s.state.history.add(it, loss_a, loss_b, count)
@@ -323,7 +342,10 @@ def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
             else:  # never save the broken weights; the folder keeps the last good checkpoint
                 status = "diverged"
         if status != "diverged" and s.state.iteration != saved_at:
-            s.save()
+            if checkpoint.weights_finite(s.model):
+                s.save()
+            else:  # the same guard as the saves in the loop: the folder keeps the last good checkpoint
+                status = "diverged"
     message = {"done": "time budget spent, saved" if clock.spent else "finished", "stopped": "stopped and saved",
                "diverged": "diverged: kept last good save"}
     reporter(s.state.iteration, metrics=dict(zip(names, last, strict=True)) if last[0] is not None else None,
