@@ -50,7 +50,7 @@ ARTIFACTS = ROOT / "test-artifacts" / "hostile"
 PHOTO = ROOT.parent / "shared" / "data" / "photos" / "obama_small.jpg"
 USERS = {"alice": "alice-pw-1", "bob": "bob-pw-2"}
 UPLOAD_MB = 32  # a lite model archive (21 MB) fits; the oversize test sends 32 MB + 1 KB
-FIGURES: dict = {"inputs": [], "requests": 0}
+FIGURES: dict = {"inputs": [], "requests": 0, "http_5xx": []}
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -148,8 +148,7 @@ class Visitor:
         self.elems = {c.get("props", {}).get("elem_id"): c["id"] for c in self.config["components"]}
 
     def get(self, route: str, **kw) -> requests.Response:
-        FIGURES["requests"] += 1
-        return self.http.get(f"{self.url}{route}", timeout=30, **kw)
+        return served(self.http.get(f"{self.url}{route}", timeout=30, **kw))
 
     def fn(self, elem: str | None = None, event: str | None = None, output: str | None = None) -> int:
         """The index of the event listener on `elem`'s `event` (or, with `output`, the one writing it)."""
@@ -175,8 +174,7 @@ class Visitor:
         return values
 
     def upload(self, name: str, data: bytes) -> requests.Response:
-        FIGURES["requests"] += 1
-        return self.http.post(f"{self.url}/gradio_api/upload", files=[("files", (name, data))], timeout=60)
+        return served(self.http.post(f"{self.url}/gradio_api/upload", files=[("files", (name, data))], timeout=60))
 
     def file(self, name: str, data: bytes) -> dict:
         """Upload `data` as `name` -> the FileData an event takes."""
@@ -187,8 +185,8 @@ class Visitor:
     def call(self, fn: int, data: list, timeout: float = 120) -> Answer:
         body = {"data": data, "fn_index": fn, "session_hash": self.session_hash, "event_data": None,
                 "trigger_id": (self.config["dependencies"][fn]["targets"] or [[None]])[0][0]}
-        FIGURES["requests"] += 2
-        joined = self.http.post(f"{self.url}/gradio_api/queue/join", json=body, timeout=30)
+        FIGURES["requests"] += 1  # the event stream read below (`served` counts the join)
+        joined = served(self.http.post(f"{self.url}/gradio_api/queue/join", json=body, timeout=30))
         if joined.status_code != 200:
             return Answer(False, error=joined.text, http=joined.status_code)
         event_id, logs = joined.json()["event_id"], []
@@ -220,6 +218,14 @@ class Visitor:
 
     def alive(self) -> bool:
         return self.call(self.fn(event="load"), [None]).ok
+
+
+def served(answer: requests.Response) -> requests.Response:
+    """Count an answer; a 5xx is noted (test_hostile_no_server_error_was_answered fails on any)."""
+    FIGURES["requests"] += 1
+    if answer.status_code >= 500:
+        FIGURES["http_5xx"].append(f"{answer.request.method} {answer.url}: {answer.status_code}")
+    return answer
 
 
 def record(channel: str, name: str, outcome: str) -> None:
@@ -423,9 +429,8 @@ def test_hostile_upload_names_and_sizes_stay_inside_gradio_folder(server, alice)
         body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"".encode()
                 + name.encode("utf-8", "surrogateescape") + b"\"\r\nContent-Type: image/jpeg\r\n\r\n"
                 + jpeg(3) + f"\r\n--{boundary}--\r\n".encode())
-        FIGURES["requests"] += 1
-        answer = alice.http.post(f"{server.url}/gradio_api/upload", data=body, timeout=30,
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        answer = served(alice.http.post(f"{server.url}/gradio_api/upload", data=body, timeout=30,
+                                        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}))
         assert answer.status_code in (200, 400), (name, answer.status_code, answer.text)
         if answer.status_code == 200:
             for path in answer.json():
@@ -681,9 +686,8 @@ def test_isolation_between_two_signed_in_users(server, alice, bob):
     assert not hijack.ok and hijack.http == 403, hijack
     assert thief.get("/gradio_api/queue/data", params={"session_hash": alice.session_hash}).status_code == 403
     assert thief.get(f"/gradio_api/heartbeat/{alice.session_hash}").status_code == 403
-    FIGURES["requests"] += 1
-    cancel = thief.http.post(f"{server.url}/gradio_api/cancel", timeout=10,
-                             json={"session_hash": alice.session_hash, "fn_index": start, "event_id": "x"})
+    cancel = served(thief.http.post(f"{server.url}/gradio_api/cancel", timeout=10,
+                                    json={"session_hash": alice.session_hash, "fn_index": start, "event_id": "x"}))
     assert cancel.status_code == 403
     record("Isolation", "bob uses alice's session hash (event, stream, heartbeat, cancel)", "HTTP 403")
     # jobs: bob's Stop in his own same-named project does not touch alice's training
@@ -758,6 +762,13 @@ def test_hostile_concurrent_previews(server, alice_model):
     assert pages[0].alive()
 
 
+def test_hostile_no_server_error_was_answered(server, alice):
+    """No request of the suite so far got a 5xx, and the server still answers."""
+    assert FIGURES["http_5xx"] == []
+    assert alice.alive()
+    FIGURES["inputs_tried"] = len([i for i in FIGURES["inputs"] if i["channel"] not in ("Isolation", "Sign-in")])
+
+
 # ---------------------------------------------------------------------- 4. sign-in
 
 
@@ -819,17 +830,14 @@ def test_hostile_sign_in_limits_and_token_age_unit():
 
 def test_hostile_sign_in_is_rate_limited_on_the_live_server(server, alice):
     """Runs last: it locks loopback's address out of /login for a minute."""
-    answers = []
-    for _ in range(12):
-        FIGURES["requests"] += 1
-        answers.append(requests.post(f"{server.url}/login", data={"username": "bob", "password": "guess"},
-                                     timeout=10))
+    answers = [served(requests.post(f"{server.url}/login", data={"username": "bob", "password": "guess"},
+                                    timeout=10)) for _ in range(12)]
     codes = [a.status_code for a in answers]
     assert codes[:10] == [400] * 10 and codes[10:] == [429, 429], codes
     assert "Too many failed sign-ins" in answers[-1].json()["detail"]
     assert int(answers[-1].headers["retry-after"]) > 0
-    FIGURES["requests"] += 1
-    right = requests.post(f"{server.url}/login", data={"username": "bob", "password": USERS["bob"]}, timeout=10)
+    right = served(requests.post(f"{server.url}/login", data={"username": "bob", "password": USERS["bob"]},
+                                 timeout=10))
     assert right.status_code == 429  # a locked-out name waits, even with the right password
     record("Sign-in", "12 wrong passwords in a row, then the right one",
            f"10 x HTTP 400, then HTTP 429 {answers[-1].json()['detail']!r}; the right password too")
