@@ -91,6 +91,9 @@ class LoopSession:
         self._set_lr()
         self.state.settings = settings
         self.reseed(state.iteration)
+        if state.iteration and self.cluster.is_main:
+            log.info("%s: resuming %sat iteration %d", self.folder, "the colour net " if self.COLOR else "",
+                     state.iteration)
 
     def reseed(self, iteration: int) -> None:
         """Fresh random streams per rank and start point, so a resume does not replay old batches."""
