@@ -61,14 +61,18 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+def train_lite(faces_a: Path, faces_b: Path, folder: Path, iterations: int) -> Path:
+    """A lite model trained on the CPU for `iterations` (batch 4, saved at the end) into `folder`."""
+    from engine.train import TrainConfig, train
+
+    result = train(TrainConfig(faces_a=str(faces_a), faces_b=str(faces_b), model_dir=str(folder),
+                               preset="lite", device="cpu", batch_size=4, iterations=iterations,
+                               save_every=iterations, preview_every=0))
+    assert result.status == "done"
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model(faceset_a, faceset_b, tmp_path_factory) -> Path:
     """A lite model trained for 30 iterations: blurry faces, but real weights in a real model folder."""
-    from engine.train import TrainConfig, train
-
-    folder = tmp_path_factory.mktemp("swap_model") / "lite"
-    result = train(TrainConfig(faces_a=str(faceset_a), faces_b=str(faceset_b), model_dir=str(folder),
-                               preset="lite", device="cpu", batch_size=4, iterations=30, save_every=30,
-                               preview_every=0))
-    assert result.status == "done"
-    return folder
+    return train_lite(faceset_a, faceset_b, tmp_path_factory.mktemp("swap_model") / "lite", 30)

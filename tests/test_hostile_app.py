@@ -467,18 +467,11 @@ def alice_model(server, alice):
     """Alice's project `studio` with a lite model trained 20 iterations through the engine on random faces."""
     import torch
 
-    from engine.faces.faceset import FaceSet
     from engine.train import TrainConfig, train
 
     assert alice.open_project("studio", create=True).ok
     project = server.workspace / "alice" / "studio"
-    for side, seed in (("A", 0), ("B", 1)):
-        rng = np.random.default_rng(seed)
-        faceset = FaceSet(project / "faces" / side, size=96, create=True)
-        for i in range(6):
-            faceset.add({"file": f"f{i}.png", "source": "synthetic", "frame": i},
-                        rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
-        faceset.save()
+    _noise_facesets(project, seed=0, count=6)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -642,15 +635,8 @@ def test_isolation_between_two_signed_in_users(server, alice, bob):
     before = server.listing()
     assert alice.open_project("secret", create=True).ok
     project = server.workspace / "alice" / "secret"
-    from engine.faces.faceset import FaceSet
 
-    for side, seed in (("A", 3), ("B", 4)):  # as if extracted: the gallery then publishes them
-        rng = np.random.default_rng(seed)
-        faceset = FaceSet(project / "faces" / side, size=96, create=True)
-        for i in range(4):
-            faceset.add({"file": f"f{i}.png", "source": "synthetic", "frame": i},
-                        rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
-        faceset.save()
+    _noise_facesets(project, seed=3, count=4)  # as if extracted: the gallery then publishes them
     upload = alice.file("alice_private.jpg", jpeg(11))
     gallery = alice.call(alice.fn(event="tick", output="faces-status-A"), [None, None, 1])
     assert gallery.ok, gallery
@@ -842,3 +828,16 @@ def test_hostile_sign_in_is_rate_limited_on_the_live_server(server, alice):
     record("Sign-in", "12 wrong passwords in a row, then the right one",
            f"10 x HTTP 400, then HTTP 429 {answers[-1].json()['detail']!r}; the right password too")
     assert alice.alive()  # pages already signed in go on
+
+
+def _noise_facesets(project, seed: int, count: int) -> None:
+    """Face sets A and B of `count` 96 px noise faces each in `project`, as extraction leaves them."""
+    from engine.faces.faceset import FaceSet
+
+    for k, side in enumerate(("A", "B")):
+        rng = np.random.default_rng(seed + k)
+        faceset = FaceSet(project / "faces" / side, size=96, create=True)
+        for i in range(count):
+            faceset.add({"file": f"f{i}.png", "source": "synthetic", "frame": i},
+                        rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+        faceset.save()

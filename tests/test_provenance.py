@@ -44,14 +44,9 @@ def model(faceset_a, faceset_b, tmp_path_factory, one_torch_thread) -> Path:
     """A lite model trained long enough (250 iterations) that its faces keep A's pose: the mark is made at
     the landmarks the swap used and read at those a detector finds on the swapped face, which a
     30-iteration blob moves too far (see engine/provenance/watermark.py)."""
-    from engine.train import TrainConfig, train
+    from conftest import train_lite
 
-    folder = tmp_path_factory.mktemp("provenance_model") / "lite"
-    result = train(TrainConfig(faces_a=str(faceset_a), faces_b=str(faceset_b), model_dir=str(folder),
-                               preset="lite", device="cpu", batch_size=4, iterations=250, save_every=250,
-                               preview_every=0))
-    assert result.status == "done"
-    return folder
+    return train_lite(faceset_a, faceset_b, tmp_path_factory.mktemp("provenance_model") / "lite", 250)
 
 
 @pytest.fixture(scope="module")

@@ -166,6 +166,14 @@ def waiting_view(studio: Studio, job: Job | None, starting: str) -> tuple[str, s
     return None
 
 
+def active_view(studio: Studio, job: Job | None, starting: str, unit: str) -> tuple[str, str] | None:
+    """Bar and status while a job waits, starts or runs (`unit` N/M with the ETA); None once it ended."""
+    waiting = waiting_view(studio, job, starting)
+    if waiting is not None:
+        return waiting
+    return (running_bar(job, unit), "") if job.state == RUNNING else None
+
+
 def running_bar(job: Job, unit: str) -> str:
     """The bar of a running job: its message and `unit` N/M with the ETA (Evaluate and Export)."""
     event = job.progress

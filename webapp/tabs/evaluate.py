@@ -22,9 +22,9 @@ import gradio as gr
 from engine.errors import UserError
 from engine.evaluate.report import SavedReport, format_value, read_report, standalone_html
 from engine.faces.faceset import face_count
-from webapp.jobs import DONE, RUNNING, Job, Task, describe
+from webapp.jobs import DONE, Job, Task, describe
 from webapp.projects import Project, keep_uploads, split_uploads
-from webapp.state import Studio, newly_done, progress_bar, publish, running_bar, waiting_view
+from webapp.state import Studio, active_view, newly_done, progress_bar, publish
 
 POLL_S = 2.0
 DEFAULT_FRAMES = 120
@@ -170,11 +170,9 @@ def _evaluate(job: Job, proj: Project, source: Path, frames: int | None, referen
 
 
 def _job_view(studio: Studio, job: Job | None) -> tuple[str, str]:
-    waiting = waiting_view(studio, job, "loading the model")
-    if waiting is not None:
-        return waiting
-    if job.state == RUNNING:
-        return running_bar(job, "step"), ""
+    active = active_view(studio, job, "loading the model", "step")
+    if active is not None:
+        return active
     if job.state == DONE and job.result is not None:
         return progress_bar(1.0, "done"), f"**done**: report `{Path(job.result).name}` (shown below)"
     return progress_bar(0, job.state), f"**{describe(job.kind)} {job.state}**: {job.message}"

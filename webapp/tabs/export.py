@@ -21,9 +21,9 @@ from engine.errors import UserError
 from engine.export.options import COMPRESSIONS, ExportOptions
 from engine.media import is_video
 from engine.progress import Progress
-from webapp.jobs import DONE, RUNNING, Job, Task, describe
+from webapp.jobs import DONE, Job, Task, describe
 from webapp.projects import Project, keep_uploads, split_uploads
-from webapp.state import Studio, newly_done, progress_bar, publish, running_bar, waiting_view
+from webapp.state import Studio, active_view, newly_done, progress_bar, publish
 
 POLL_S = 2.0
 KIND = "export"
@@ -200,11 +200,9 @@ def zip_folder(folder: Path) -> Path:
 
 
 def _job_view(studio: Studio, job: Job | None) -> tuple[str, str]:
-    waiting = waiting_view(studio, job, "loading the model, checking the videos for faces")
-    if waiting is not None:
-        return waiting
-    if job.state == RUNNING:
-        return running_bar(job, "frame"), ""
+    active = active_view(studio, job, "loading the model, checking the videos for faces", "frame")
+    if active is not None:
+        return active
     if job.state == DONE and job.result is not None:
         r = job.result
         lines = [f"**done**: `{Path(r['zip']).name}`, {r['real']} real and {r['fake']} fake videos"
