@@ -8,7 +8,7 @@ import pytest
 
 from engine.errors import UserError
 from engine.progress import Progress
-from webapp.jobs import RUNNING
+from webapp.jobs import RUNNING, Limits
 from webapp.tabs import train as train_tab
 
 
@@ -30,7 +30,7 @@ def test_the_bar_fills_with_the_time_budget_and_says_what_is_left(tmp_path):
 def test_the_form_turns_minutes_into_the_run_budget(faceset_a, faceset_b, tmp_path):
     sets = {"A": faceset_a, "B": faceset_b}
     proj = SimpleNamespace(faces=sets.__getitem__, model_dir=tmp_path / "model")
-    studio = SimpleNamespace(device="cpu")
+    studio = SimpleNamespace(device="cpu", limits=Limits())  # no per-user limits: tests/test_quota.py has those
     assert train_tab._config(studio, proj, "lite", 8, 100, 5, 10, 10, False).minutes == 5.0
     assert train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, False).minutes is None
     with pytest.raises(UserError, match="time budget"):
