@@ -255,6 +255,33 @@ def test_bad_model_archives_are_refused_and_nothing_escapes(tmp_path, members, l
     assert [p.name for p in project.path.iterdir() if p.name.startswith(".import")] == []
 
 
+def test_an_import_is_refused_while_the_model_trains(tmp_path):
+    from engine.models.lock import training_lock
+
+    ws = Workspace(tmp_path / "ws")
+    here, there = ws.create("ann", "here"), ws.create("ann", "there")
+    _tiny_model(here.model_dir)
+    _tiny_model(there.model_dir, iteration=3)
+    archive = export_model(here)
+    held, done = threading.Event(), threading.Event()
+
+    def training():  # a training holds the folder's lock for its whole run
+        with training_lock(there.model_dir):
+            held.set()
+            done.wait(30)
+    worker = threading.Thread(target=training)
+    worker.start()
+    try:
+        held.wait(10)
+        with pytest.raises(UserError, match="being trained: stop the training"):
+            import_model(there, archive)
+        assert summary(there.model_dir)["iteration"] == 3
+    finally:
+        done.set()
+        worker.join()
+    assert "iteration 7" in import_model(there, archive)  # once it stopped
+
+
 def test_a_non_zip_upload_is_refused(tmp_path):
     project = Workspace(tmp_path).create("ann", "p")
     fake = tmp_path / "model.zip"

@@ -235,6 +235,14 @@ def import_model(project: Project, archive: str | Path) -> str:
         iteration = model_folder.summary(root)["iteration"]
         previous = project.path / "model.previous"
         if project.model_dir.exists():
+            from engine.models.lock import FolderBusyError, training_lock
+
+            try:
+                with training_lock(project.model_dir):  # refused while a training (CLI or web) holds it
+                    pass
+            except FolderBusyError as err:
+                raise UserError("this project's model is being trained: stop the training, then import "
+                                "the archive") from err
             if any(project.model_dir.iterdir()):
                 if previous.exists():
                     shutil.rmtree(previous)
