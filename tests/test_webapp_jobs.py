@@ -282,6 +282,34 @@ def test_an_import_is_refused_while_the_model_trains(tmp_path):
     assert "iteration 7" in import_model(there, archive)  # once it stopped
 
 
+def test_quota_leaks_exports_stay_in_the_project_uploads_are_linked_and_published_links_age_out(tmp_path):
+    """Disk the audit found leaking: model exports in temp folders, uploads stored twice, published copies
+    kept for ever (so a removed face lived on)."""
+    import os
+
+    from webapp.projects import keep_uploads
+    from webapp.state import PUBLISHED_KEEP_S, sweep_published
+
+    project = Workspace(tmp_path / "ws").create("ann", "p")
+    _tiny_model(project.model_dir)
+    first = export_model(project)
+    assert first.parent == project.outputs and export_model(project) == first  # one archive, replaced
+    assert [p.name for p in project.outputs.iterdir() if p.name.startswith(".")] == []  # no temp left
+    upload = tmp_path / "cache" / "photo.jpg"
+    upload.parent.mkdir()
+    upload.write_bytes(b"jpeg bytes")
+    (kept,) = keep_uploads(project, "A", [upload])
+    assert os.path.samefile(kept, upload)  # one file on disk while Gradio's cache holds it
+    root = tmp_path / "published"
+    old, new = root / "old", root / "new"
+    for folder, age in ((old, PUBLISHED_KEEP_S + 10), (new, 10)):
+        folder.mkdir(parents=True)
+        (folder / "face.png").write_bytes(b"png")
+        os.utime(folder, (time.time() - age, time.time() - age))
+    assert sweep_published(root, now=time.time() + 120) == 1
+    assert not old.exists() and new.exists()
+
+
 def test_a_non_zip_upload_is_refused(tmp_path):
     project = Workspace(tmp_path).create("ann", "p")
     fake = tmp_path / "model.zip"

@@ -13,6 +13,7 @@ without sign-in. Names come from the browser, so every name is checked before it
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import shutil
@@ -143,7 +144,8 @@ def split_uploads(paths: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def keep_uploads(project: Project, side: str, paths: list[Path]) -> list[Path]:
-    """Copy uploads into the project (the upload cache is cleaned up; the face set names these copies).
+    """Keep uploads in the project (the upload cache is cleaned up; the face set names these files): hard
+    links where the file system allows, so an upload is not stored twice while Gradio's cache holds it.
 
     Names are made safe and unique; an identical file already kept is reused, so uploading the same
     photo twice does not extract it twice.
@@ -159,7 +161,10 @@ def keep_uploads(project: Project, side: str, paths: list[Path]) -> list[Path]:
             target = folder / f"{stem}-{n}{path.suffix.lower()}"
             n += 1
         if not target.exists():
-            shutil.copyfile(path, target)
+            try:
+                os.link(path, target)
+            except OSError:  # another file system, or links not allowed: a copy
+                shutil.copyfile(path, target)
         kept.append(target)
     return kept
 
@@ -178,18 +183,25 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def export_model(project: Project) -> Path:
     """Zip the model folder's portable files (weights, config, optimizer, loss log, latest preview, the
-    colour net's) into a temp file.
+    colour net's) into the project's outputs, replacing the previous archive.
 
-    Weights go in uncompressed (floats do not deflate) so that exporting a big model stays fast.
+    One archive per project, inside it (so it counts against the owner's quota and goes with the
+    project), written under a temporary name and renamed. Weights go in uncompressed (floats do not
+    deflate) so that exporting a big model stays fast.
     """
+    from engine.atomic import write_with
+
     folder = project.model_dir
     if not model_folder.is_model_dir(folder):
         raise UserError("this project has no trained model yet: train one first (Train tab)")
-    out = Path(tempfile.mkdtemp(prefix="faceswap-export-")) / f"{project.name.replace(' ', '_')}-model.zip"
-    with zipfile.ZipFile(out, "w") as zf:
-        for path, name in model_folder.portable_files(folder):
-            method = zipfile.ZIP_DEFLATED if path.suffix in (".json", ".csv") else zipfile.ZIP_STORED
-            zf.write(path, f"model/{name}", compress_type=method)
+    out = project.outputs / f"{project.name.replace(' ', '_')}-model.zip"
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for path, name in model_folder.portable_files(folder):
+                method = zipfile.ZIP_DEFLATED if path.suffix in (".json", ".csv") else zipfile.ZIP_STORED
+                zf.write(path, f"model/{name}", compress_type=method)
+    write_with(out, write)
     return out
 
 

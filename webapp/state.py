@@ -144,7 +144,9 @@ def publish(path: str | Path) -> str:
             return str(path)
     stat = path.stat()
     key = hashlib.sha1(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = Path(tempfile.gettempdir()) / "faceswap-studio-publish" / key / path.name
+    root = Path(tempfile.gettempdir()) / "faceswap-studio-publish"
+    sweep_published(root)
+    target = root / key / path.name
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -152,6 +154,30 @@ def publish(path: str | Path) -> str:
         except OSError:
             shutil.copyfile(path, target)
     return str(target)
+
+
+PUBLISHED_KEEP_S = 3600  # Gradio copies a returned file into its own cache at once: an hour is ample
+_swept = [0.0]
+
+
+def sweep_published(root: Path, now: float | None = None) -> int:
+    """Remove published links older than PUBLISHED_KEEP_S (at most once a minute): a face removed from a
+    set, or a deleted render, does not live on here. -> how many were removed."""
+    import time
+
+    now = time.time() if now is None else now
+    if now - _swept[0] < 60:
+        return 0
+    _swept[0] = now
+    removed = 0
+    for folder in root.glob("*") if root.is_dir() else []:
+        try:
+            if now - folder.stat().st_mtime > PUBLISHED_KEEP_S:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def waiting_view(studio: Studio, job: Job | None, starting: str) -> tuple[str, str] | None:
