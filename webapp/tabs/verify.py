@@ -58,7 +58,7 @@ def _table(verdicts, refused: list[str]) -> str:
     rows = []
     for v in verdicts:
         accuracy = "" if v.bit_accuracy is None else f"{v.bit_accuracy:.2f}"
-        confidence = "" if v.confidence is None else f"{v.confidence:.6f}"
+        confidence = f"{v.confidence:.6f}" if v.marked else ""  # of a mark found: nothing to be sure of otherwise
         verdict = "synthetic" if v.synthetic else ("unreadable" if v.error else "no mark found")
         message = v.message().removeprefix(f"{v.path}: ")
         rows.append(f"<tr class='verify-row'><td>{html.escape(v.path.name)}</td><td><b>{verdict}</b></td>"
