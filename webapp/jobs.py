@@ -355,7 +355,8 @@ class JobManager:
                                  (INTERRUPTED, note, time.time(), row["id"]))
             log.warning("job %s (%s of %s/%s) %s", row["id"], row["kind"], row["owner"], row["project"], note)
             if row["resume"] and not row["stop"]:
-                task = Task(_resolve(row["task"]), _decode(json.loads(row["resume"])), _decode(json.loads(row["resume"])))
+                resume = _decode(json.loads(row["resume"]))
+                task = Task(_resolve(row["task"]), resume, resume)  # resumed again if this run is cut too
                 again.append(self.submit(row["owner"], row["project"], row["kind"], task, lane=row["lane"],
                                          info=json.loads(row["info"]), first=True,
                                          message=f"resumed on its own after job {row['id']} was {note}"))

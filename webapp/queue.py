@@ -58,17 +58,6 @@ class JobQueue:
             consumer.start()
             self._consumers.append(consumer)
 
-    def run_forever(self) -> None:
-        """Run the workers until a signal (SIGINT/SIGTERM) stops them: `python -m webapp.worker`."""
-        self.start()
-        try:
-            for consumer in self._consumers:
-                for _, worker in consumer.worker_threads:
-                    while worker.is_alive():
-                        worker.join(1.0)
-        except KeyboardInterrupt:
-            pass
-
     def stop(self, timeout: float = 60.0) -> None:
         for consumer in self._consumers:
             consumer.stop_flag.set()
