@@ -111,7 +111,8 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         key = (name, job.id if job else None, job.version if job else model_folder.stamp(proj.model_dir))
         if seen.get("key") == list(key):
             return bar, status, gr.skip(), gr.skip(), seen
-        points = job.loss_points() if job is not None else model_folder.loss_history(proj.model_dir)
+        # a job run by another process (`--worker external`) has no live curve here: the saved history then
+        points = (job.loss_points() if job is not None else []) or model_folder.loss_history(proj.model_dir)
         chart = _chart(points)
         preview_key = (name, job.id, job.preview_version) if job is not None and job.preview is not None else (
             name, "file", model_folder.stamp(proj.model_dir))
