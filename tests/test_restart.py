@@ -107,3 +107,36 @@ def test_restart_after_sigkill_lists_the_interrupted_training_and_resumes_it(fac
     finally:
         proc.terminate()
         proc.wait(timeout=120)
+
+
+def test_restart_a_separate_worker_runs_what_the_web_server_queued(tmp_path):
+    """`app.py --worker external` + `python -m webapp.worker`: a job queued while no worker runs waits, a
+    worker started later runs it, and `ping` says whether a worker answers."""
+    from webapp.jobs import DONE, QUEUED, JobManager, Task, ping
+
+    workspace = Workspace(tmp_path / "ws")
+    web = JobManager(workspace.root / ".studio", worker=False)  # what app.py --worker external holds
+    try:
+        queued = web.submit("ann", "p", "ping", Task(ping, {"sent": time.time()}))
+        time.sleep(1.0)
+        assert web.get(queued.id).state == QUEUED  # nobody runs it yet
+        worker = subprocess.Popen([sys.executable, "-m", "webapp.worker", "--workspace", str(workspace.root),
+                                   "--name", "box1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+        try:
+            deadline = time.time() + 60
+            while web.get(queued.id).state != DONE:
+                assert time.time() < deadline and worker.poll() is None, "the worker did not run the job"
+                time.sleep(0.2)
+            answer = subprocess.run([sys.executable, "-m", "webapp.worker", "--workspace", str(workspace.root),
+                                     "ping"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+            assert answer.returncode == 0 and "a worker answered" in answer.stdout, answer
+            listing = subprocess.run([sys.executable, "-m", "webapp.worker", "--workspace", str(workspace.root),
+                                      "list"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+            rows = {line.split()[0]: line.split()[1] for line in listing.stdout.splitlines() if line.strip()}
+            assert rows[str(queued.id)] == "done", listing.stdout
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+    finally:
+        web.shutdown(timeout=5)

@@ -585,6 +585,12 @@ def _progress_from(text: str | None) -> Progress | None:
         return None
 
 
+def ping(job: Job, sent: float) -> float:
+    """A job that does nothing: `python -m webapp.worker ping` queues it to see that a worker answers.
+    -> seconds from queueing to running."""
+    return time.time() - sent
+
+
 def describe(kind: str) -> str:
     """A job kind in words for messages ("train" -> "training")."""
     words = {"train": "training", "render": "video render", "evaluate": "evaluation"}

@@ -4,6 +4,7 @@
     python -m webapp.worker --workspace /srv/studio --lanes train --queue redis://queue-host:6379/0 --name gpu1
     python -m webapp.worker --workspace /srv/studio list              # the newest jobs of every user
     python -m webapp.worker --workspace /srv/studio cancel 42         # the operator stops any job
+    python -m webapp.worker --workspace /srv/studio ping              # is a worker answering? (media lane)
 
 The web server then runs with `--worker external` (and the same `--queue`). Each worker has a name
 (default: the host name); when it starts it marks the jobs it was running when it died as
@@ -22,7 +23,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from app import add_queue_arguments, apply_media_limits
-    from webapp.jobs import LANES, JobManager
+    from webapp.jobs import DONE, LANES, JobManager, Task, ping
     from webapp.projects import Workspace
 
     p = argparse.ArgumentParser(prog="python -m webapp.worker", description=__doc__.splitlines()[0])
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-video-frames", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--max-video-pixels", type=float, default=0, help=argparse.SUPPRESS)
     p.add_argument("--max-image-pixels", type=float, default=0, help=argparse.SUPPRESS)
-    p.add_argument("action", nargs="?", choices=["run", "list", "cancel"], default="run")
+    p.add_argument("action", nargs="?", choices=["run", "list", "cancel", "ping"], default="run")
     p.add_argument("job", nargs="?", type=int, help="the job id to cancel")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -45,6 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.action != "run":
         jobs = JobManager(root, worker=False, queue_url=args.queue)
         try:
+            if args.action == "ping":
+                import time
+
+                job = jobs.submit("operator", "ping", f"ping-{time.time():.0f}", Task(ping, {"sent": time.time()}))
+                deadline = time.time() + 60
+                while time.time() < deadline and (job := jobs.get(job.id)).active:
+                    time.sleep(0.2)
+                if job.state != DONE:
+                    jobs.cancel(job.id)
+                    print(f"no worker answered within 60 s (job {job.id} {job.state}): start `python -m "
+                          "webapp.worker` (or app.py with --worker here)")
+                    return 1
+                print(f"a worker answered: queued to running in {job.result:.2f} s")
+                return 0
             if args.action == "list":
                 for row in jobs.listing():
                     print(f"{row['id']:>6}  {row['state']:<11} {row['lane']:<5} {row['owner']}/{row['project']} "
