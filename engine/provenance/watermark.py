@@ -17,7 +17,7 @@ any re-encoding, because their quantised block coefficients break when the block
 RivaGAN network (ONNX) reads 0.81-0.96 but costs 415-605 ms per face on one CPU core (a swap is
 about 130 ms a frame). This mark costs 5-12 ms per face (128 px warps each way, 32 x 16384
 projections, two passes), 40.6-40.9 dB, and reads 0.94-1.00 of the bits per frame after the attacks
-the issue names, all of them per clip. On the smooth faces of a weakly trained model it shows as faint mottling.
+the issue names, all 32 of them per clip. On the smooth faces of a weakly trained model it shows as faint mottling.
 
 The mark is made at the landmarks the swap used (the face before it was swapped); a reader detects
 the swapped face, whose landmarks a detector places a little differently, and the search in
@@ -51,7 +51,7 @@ KEY = 20261202  # seed of the patterns: fixed, so every copy of the studio reads
 SIGNATURE_BITS = 16
 ROUNDS = 2  # embedding passes: the second corrects most of what warping to the frame and rounding lost
 FOUND_AT = 15  # signature bits (of 16) that must agree before a mark counts as found: 2.6e-4 by chance
-_STEPS = (-1.5, -0.75, 0.0, 0.75, 1.5)  # px of MARK_SIZE
+_STEPS = (-3.0, -2.25, -1.5, -0.75, 0.0, 0.75, 1.5, 2.25, 3.0)  # px of MARK_SIZE
 SEARCH_SHIFTS = [(dx, dy) for dy in _STEPS for dx in _STEPS]  # where a reader looks around the detected face
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -161,7 +161,7 @@ def read_face(frame: np.ndarray, landmarks: np.ndarray, strength: float = STRENG
     """Soft bits of the face at `landmarks`: correlations over `strength`, about +1 / -1 where marked.
 
     A detector's landmarks on the swapped frame are off those the mark was made at (the swap's input
-    face's) by a pixel or so in the mark's crop, which costs a mark of 4 px cells much of its correlation; so the crop is read at small shifts
+    face's) by a pixel or three in the mark's crop, which costs a mark of 4 px cells much of its correlation; so the crop is read at small shifts
     around the detected geometry and the shift whose correlations come closest to +-strength (a marked face's, whatever the bits
     say, so the search does not favour the signature) is the reading.
     """
