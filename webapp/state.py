@@ -192,6 +192,14 @@ def waiting_view(studio: Studio, job: Job | None, starting: str) -> tuple[str, s
     return None
 
 
+def job_controls(prefix: str, label: str) -> tuple[gr.Button, gr.Button, gr.HTML, gr.Markdown]:
+    """A media tab's Start and Stop buttons, progress bar and status line (elem ids `PREFIX-start`, ...)."""
+    with gr.Row():
+        start = gr.Button(label, variant="primary", elem_id=f"{prefix}-start")
+        stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop")
+    return start, stop, gr.HTML(progress_bar(0, "idle"), elem_id=f"{prefix}-bar"), gr.Markdown("", elem_id=f"{prefix}-status")
+
+
 def active_view(studio: Studio, job: Job | None, starting: str, unit: str) -> tuple[str, str] | None:
     """Bar and status while a job waits, starts or runs (`unit` N/M with the ETA); None once it ended."""
     waiting = waiting_view(studio, job, starting)

@@ -24,7 +24,7 @@ from engine.evaluate.report import SavedReport, format_value, read_report, stand
 from engine.faces.faceset import face_count
 from webapp.jobs import DONE, Job, Task, describe
 from webapp.projects import Project, keep_uploads, split_uploads
-from webapp.state import Studio, active_view, newly_done, progress_bar, publish
+from webapp.state import Studio, active_view, job_controls, newly_done, progress_bar, publish
 
 POLL_S = 2.0
 DEFAULT_FRAMES = 120
@@ -47,11 +47,7 @@ def render(studio: Studio) -> SimpleNamespace:
             references = gr.Slider(10, 300, value=120, step=10, label="Reference faces per face set",
                                    info="faces of A and of B embedded for the identity means",
                                    elem_id="evaluate-references")
-    with gr.Row():
-        start = gr.Button("Evaluate", variant="primary", elem_id="evaluate-start")
-        stop = gr.Button("Stop", variant="stop", elem_id="evaluate-stop")
-    bar = gr.HTML(progress_bar(0, "idle"), elem_id="evaluate-bar")
-    status = gr.Markdown("", elem_id="evaluate-status")
+    start, stop, bar, status = job_controls("evaluate", "Evaluate")
     report = gr.Dropdown([], value=None, label="Report", info="newest first", elem_id="evaluate-report")
     page = gr.HTML("", elem_id="evaluate-page")
     with gr.Row():

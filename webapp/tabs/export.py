@@ -23,7 +23,7 @@ from engine.media import is_video
 from engine.progress import Progress
 from webapp.jobs import DONE, Job, Task, describe
 from webapp.projects import Project, keep_uploads, split_uploads
-from webapp.state import Studio, active_view, newly_done, progress_bar, publish
+from webapp.state import Studio, active_view, job_controls, newly_done, progress_bar, publish
 
 POLL_S = 2.0
 KIND = "export"
@@ -59,11 +59,7 @@ def render(studio: Studio) -> SimpleNamespace:
                 balance = gr.Checkbox(d.balance, label="Balance real and fake frames", elem_id="export-balance")
                 watermark = gr.Checkbox(d.watermark, label="Watermark the swapped faces",
                                         elem_id="export-watermark")
-    with gr.Row():
-        start = gr.Button("Export dataset", variant="primary", elem_id="export-start")
-        stop = gr.Button("Stop", variant="stop", elem_id="export-stop")
-    bar = gr.HTML(progress_bar(0, "idle"), elem_id="export-bar")
-    status = gr.Markdown("", elem_id="export-status")
+    start, stop, bar, status = job_controls("export", "Export dataset")
     download = gr.File(label="Dataset (zip)", interactive=False, elem_id="export-download")
     return SimpleNamespace(known=known, upload=upload, compressions=compressions, frames=frames, split_by=split_by,
                            crops=crops, balance=balance, watermark=watermark, start=start, stop=stop, bar=bar,
