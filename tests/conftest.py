@@ -15,6 +15,22 @@ def _require_data() -> Path:
     return DATA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def precision_cache(tmp_path_factory) -> Path:
+    """The precision probe's per-machine cache in a folder of this test session's, not the user's own
+    (subprocesses inherit it): the probe runs once per network a session trains, never from a stale answer."""
+    import os
+
+    folder = tmp_path_factory.mktemp("cache")
+    before = os.environ.get("FACESWAP_STUDIO_CACHE")
+    os.environ["FACESWAP_STUDIO_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("FACESWAP_STUDIO_CACHE", None)
+    else:
+        os.environ["FACESWAP_STUDIO_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return _require_data()

@@ -79,7 +79,7 @@ def test_restart_after_sigkill_lists_the_interrupted_training_and_resumes_it(fac
             project = Workspace(workspace).open(None, name)  # face sets as the Face sets tab leaves them
             shutil.copytree(faceset_a, project.faces("A"), dirs_exist_ok=True)
             shutil.copytree(faceset_b, project.faces("B"), dirs_exist_ok=True)
-            client.predict("lite", 4, 100_000, 0, 1000, 5, api_name="/train_start")
+            client.predict("lite", 4, 100_000, 0, 1000, 5, "auto", api_name="/train_start")
         model_dir = Workspace(workspace).open(None, "first").model_dir
         saved = _wait(lambda: (model_folder.summary(model_dir) or {}).get("iteration"), 240, "a save", log)
         rows = _rows(workspace)

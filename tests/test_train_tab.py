@@ -31,7 +31,19 @@ def test_the_form_turns_minutes_into_the_run_budget(faceset_a, faceset_b, tmp_pa
     sets = {"A": faceset_a, "B": faceset_b}
     proj = SimpleNamespace(faces=sets.__getitem__, model_dir=tmp_path / "model")
     studio = SimpleNamespace(device="cpu", limits=Limits())  # no per-user limits: tests/test_quota.py has those
-    assert train_tab._config(studio, proj, "lite", 8, 100, 5, 10, 10, False).minutes == 5.0
-    assert train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, False).minutes is None
+    assert train_tab._config(studio, proj, "lite", 8, 100, 5, 10, 10, "auto", False).minutes == 5.0
+    assert train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, "auto", False).minutes is None
     with pytest.raises(UserError, match="time budget"):
-        train_tab._config(studio, proj, "lite", 8, 100, -1, 10, 10, False)
+        train_tab._config(studio, proj, "lite", 8, 100, -1, 10, 10, "auto", False)
+
+
+def test_the_precision_field_reaches_the_run_and_the_status_says_what_ran(faceset_a, faceset_b, tmp_path):
+    sets = {"A": faceset_a, "B": faceset_b}
+    proj = SimpleNamespace(faces=sets.__getitem__, model_dir=tmp_path / "model")
+    studio = SimpleNamespace(device="cpu", limits=Limits())
+    assert train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, "auto", False).precision == "auto"
+    assert train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, "fp32", False).precision == "fp32"
+    with pytest.raises(ValueError, match="auto, bf16, fp32"):
+        train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, "fp16", False)
+    text = train_tab._precision_text({"precision": "fp32", "precision_reason": "this CPU has no bf16 units"})
+    assert text == "in float32 (this CPU has no bf16 units)"

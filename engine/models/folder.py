@@ -176,8 +176,8 @@ def training_state(folder: str | os.PathLike, meta: dict, color: bool = False) -
 
 
 def summary(folder: str | os.PathLike) -> dict | None:
-    """{"iteration", "minutes" (of training), "preset", "resolution", "batch_size"} of a saved model; None
-    when there is none.
+    """{"iteration", "minutes" (of training), "preset", "resolution", "batch_size", "precision" (what the
+    last run computed in: bf16 or fp32) and "precision_reason"} of a saved model; None when there is none.
 
     Reads the JSON only (no weights), so polling pages can call it.
     """
@@ -188,8 +188,9 @@ def summary(folder: str | os.PathLike) -> dict | None:
     except UserError:
         return None
     model, state = config["model"], TrainingState.from_meta(config.get("meta", {}), rows=[])
-    return {"iteration": state.iteration, "minutes": state.seconds / 60.0, "preset": model.get("preset"), "resolution": model.get("resolution"),
-            "batch_size": state.settings.get("batch_size")}
+    return {"iteration": state.iteration, "minutes": state.seconds / 60.0, "preset": model.get("preset"),
+            "resolution": model.get("resolution"), "batch_size": state.settings.get("batch_size"),
+            "precision": state.settings.get("precision"), "precision_reason": state.settings.get("precision_reason")}
 
 
 def check_model_dir(folder: str | os.PathLike) -> None:

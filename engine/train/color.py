@@ -168,6 +168,19 @@ class ColorSession(LoopSession):
     def stats(self, faces: torch.Tensor, destination: torch.Tensor) -> torch.Tensor | None:
         return pair_stats(faces, destination, self.stats_mask) if self.model.condition else None
 
+    def probe_loss(self) -> torch.Tensor:
+        n, r = self.config.batch_size, self.low
+        x = torch.rand(2 * n, 3, r, r, device=self.device)
+        stats = self.stats(x, x)
+        halves = (None, None) if stats is None else stats.split([n, n])
+        out_a, out_b = ColorPair(self.model)(x[:n], x[n:], *halves)
+        return out_a.float().mean() + out_b.float().mean()
+
+    def probe_key(self) -> str:
+        net = self.model
+        return (f"colour net x{net.scale} from {self.low}px width {net.config['width']} blocks {net.config['blocks']} "
+                f"condition={net.condition} batch {self.config.batch_size}")
+
     def step(self) -> torch.Tensor:
         """One optimisation step of the colour net; -> tensor [loss_a, loss_b] left on the device."""
         inputs, targets, stats = {}, {}, {}

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     config = ColorConfig(minutes=args.minutes, model_dir=args.model, faces_a=args.faces_a, faces_b=args.faces_b,
                          iterations=args.iterations, scale=args.scale, batch_size=args.batch_size, lr=args.lr,
                          resume=args.resume, device=args.device, save_every=args.save_every,
-                         preview_every=args.preview_every, bf16=args.bf16, seed=args.seed)
+                         preview_every=args.preview_every, precision=args.precision, seed=args.seed)
     stop = StopFlag()
     with stop_on_signals(stop):
         result = train_color(config, [TqdmListener(desc="train-color")], stop)

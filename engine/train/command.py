@@ -68,7 +68,10 @@ def add_loop_arguments(p: argparse.ArgumentParser, d: dict) -> None:
     p.add_argument("--save-every", type=int, default=d["save_every"], help="autosave every N iterations")
     p.add_argument("--preview-every", type=int, default=d["preview_every"],
                    help="preview grid every K iterations (0: off)")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32")
+    p.add_argument("--precision", type=precision_name, default=d["precision"],
+                   help="auto (default: bf16 where it is measured faster here, else float32), bf16 or fp32")
+    p.add_argument("--no-bf16", dest="precision", action="store_const", const="fp32",
+                   help="the same as --precision fp32")
     p.add_argument("--seed", type=int, default=d["seed"])
 
 
@@ -109,7 +112,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         warmup=args.warmup, minutes=args.minutes, snapshot_minutes=args.snapshot_minutes,
         resume=args.resume, init_from=args.init_from,
         device=args.device, save_every=args.save_every, snapshot_every=args.snapshot_every,
-        preview_every=args.preview_every, bf16=args.bf16, compile=args.compile, seed=args.seed,
+        preview_every=args.preview_every, precision=args.precision, compile=args.compile, seed=args.seed,
         color_net=args.color_net, color_scale=args.color_scale, color_iterations=args.color_iterations)
 
 
@@ -118,6 +121,16 @@ def check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
     for name in names:
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+def precision_name(text: str) -> str:
+    """--precision's value, refused with the allowed ones when it is none of them."""
+    from engine.precision import check
+
+    try:
+        return check(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def check_minutes(minutes: float | None) -> None:

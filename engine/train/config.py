@@ -20,7 +20,7 @@ class LoopConfig:
     save_every: int = 500
     preview_every: int = 100  # 0: no previews
     report_every: int | None = None  # None: 1 on CPU, 10 on CUDA (each report syncs the GPU)
-    bf16: bool = True
+    precision: str = "auto"  # auto (the fastest here, engine.precision), bf16 or fp32
     seed: int = 0
     max_rewinds: int = 3  # NaN/Inf rewinds allowed before the run gives up
 

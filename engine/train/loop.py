@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from engine.atomic import remove_temp_files
-from engine.device import autocast_for
 from engine.errors import UserError
 from engine.models.folder import TrainingState
 from engine.models.lock import training_lock
+from engine.precision import Choice, choose, timed
 from engine.progress import Listener, Reporter, StopFlag
 
 from . import checkpoint, data, distributed
@@ -74,7 +74,8 @@ class LoopSession:
     def __init__(self, config: LoopConfig, cluster: distributed.Cluster) -> None:
         self.config, self.cluster, self.device = config, cluster, cluster.device
         self.folder = Path(config.model_dir)
-        self.autocast = autocast_for(self.device, config.bf16)
+        self.precision = Choice("fp32", "not chosen yet")  # `choose_precision` sets it before the loop
+        self.autocast = self.precision.autocast(self.device)
         self.rewinds = 0
 
     def load_pools(self, paths: tuple[str, str]) -> None:
@@ -106,6 +107,49 @@ class LoopSession:
 
     def step(self) -> torch.Tensor:
         raise NotImplementedError
+
+    def probe_loss(self) -> torch.Tensor:
+        """A scalar from one forward pass of the trained network over a batch of this run's size and
+        shape (random pixels), under the current autocast: what the precision probe times with its backward."""
+        raise NotImplementedError
+
+    def probe_key(self) -> str:
+        """What the probe's answer depends on besides the machine: the network, its size and the batch."""
+        raise NotImplementedError
+
+    def choose_precision(self) -> Choice:
+        """The run's precision (engine.precision: `auto` probes this network's forward+backward once per
+        machine), recorded in the model folder's settings as what ran. Every rank of a run of several
+        computes in the main rank's choice."""
+        requested = self.config.precision
+        if self.cluster.is_main:
+            choice = choose(requested, self.device, probe=self._probe, network=self.probe_key())
+        else:
+            choice = Choice("fp32", "the main rank's choice")
+        if self.cluster.distributed:  # only the main rank's vote counts
+            bf16 = self.cluster.mean(torch.tensor([float(choice.bf16)], device=self.device)).item() > 0
+            if not self.cluster.is_main:
+                choice = Choice("bf16" if bf16 else "fp32", "the main rank's choice")
+        self.precision, self.autocast = choice, choice.autocast(self.device)
+        self.state.settings = {**self.state.settings, "precision": choice.precision,
+                               "precision_reason": choice.reason}
+        if self.cluster.is_main:
+            log.debug("precision %s", choice.describe())
+        return choice
+
+    def _probe(self, bf16: bool) -> float:
+        """Seconds of one forward+backward of the network in that mode; gradients dropped after."""
+        autocast = Choice("bf16" if bf16 else "fp32", "probe").autocast(self.device)
+
+        def forward_backward() -> None:
+            with autocast:
+                loss = self.probe_loss()
+            loss.float().backward()
+
+        try:
+            return timed(forward_backward, self.device)
+        finally:
+            self.model.zero_grad(set_to_none=True)
 
     def preview(self) -> np.ndarray | None:
         raise NotImplementedError
@@ -251,9 +295,12 @@ def held_folder(folder: str | Path, cluster: distributed.Cluster) -> Iterator[No
 
 
 def drive(session: LoopSession, job: str, listeners: list[Listener] | tuple, stop: StopFlag) -> TrainResult:
-    """`run_loop` with progress events of `job` for the listeners (main rank only)."""
+    """`run_loop` in the precision `choose_precision` picks, with progress events of `job` for the
+    listeners (main rank only); the first event says which precision and why."""
+    choice = session.choose_precision()
     reporter = Reporter(job, total=session.config.iterations, unit="it",
                         listeners=listeners if session.cluster.is_main else (), start_step=session.state.iteration)
+    reporter(session.state.iteration, message=choice.describe())
     return run_loop(session, reporter, stop)
 
 

@@ -101,6 +101,16 @@ class Session(LoopSession):
             losses.append(loss)
         return self.descend(losses)
 
+    def probe_loss(self) -> torch.Tensor:
+        n, r = self.config.batch_size, self.model.resolution
+        x = torch.rand(2 * n, 3, r, r, device=self.device).contiguous(memory_format=torch.channels_last)
+        (rgb_a, _), (rgb_b, _) = PairForward(self.model)(x[:n], x[n:])
+        return rgb_a.float().mean() + rgb_b.float().mean()
+
+    def probe_key(self) -> str:
+        config = self.model.config
+        return f"{config['preset']} {self.model.resolution}px mask={config.get('learn_mask', False)} batch {self.config.batch_size}"
+
     def write_checkpoint(self) -> None:
         """backup/ first when the smoothed loss improved, then the checkpoint."""
         if checkpoint.save_backup_if_better(self.folder, self.model, self.optimizer, self.state):

@@ -18,6 +18,8 @@ from engine.errors import UserError
 from engine.faces.faceset import face_count
 from engine.models import PRESETS, default_preset
 from engine.models import folder as model_folder
+from engine.precision import NAMES, PRECISIONS
+from engine.precision import check as check_precision
 from engine.train.config import TrainConfig, defaults
 from webapp.jobs import QUEUED, RUNNING, Job, Task, format_eta, ordinal
 from webapp.projects import Project, export_model, import_model
@@ -49,6 +51,9 @@ def render(studio: Studio) -> SimpleNamespace:
                                       label="Preview every N iterations", elem_id="train-preview-every")
             save_every = gr.Number(value=initial["save_every"], precision=0, minimum=1,
                                    label="Save every N iterations", elem_id="train-save-every")
+            precision = gr.Dropdown(list(PRECISIONS), value=initial["precision"], label="Precision",
+                                    info="auto: bf16 where it is measured faster on this machine, else float32",
+                                    elem_id="train-precision")
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="train-start")
         stop = gr.Button("Stop (saves)", variant="stop", elem_id="train-stop")
@@ -72,23 +77,24 @@ def render(studio: Studio) -> SimpleNamespace:
             do_import = gr.Button("Import model", elem_id="train-import")
     timer = gr.Timer(POLL_S)
     return SimpleNamespace(preset=preset, preset_info=preset_info, batch=batch, iterations=iterations, minutes=minutes,
-                           preview_every=preview_every, save_every=save_every, start=start, stop=stop,
+                           preview_every=preview_every, save_every=save_every, precision=precision, start=start, stop=stop,
                            resume=resume, bar=bar, status=status, chart=chart, preview=preview, export=export,
                            exported=exported, upload=upload, do_import=do_import, timer=timer,
                            seen=gr.State({}))
 
 
 def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
-    def launch(name, preset, batch, iterations, minutes, preview_every, save_every, resume, request):
+    def launch(name, preset, batch, iterations, minutes, preview_every, save_every, precision, resume, request):
         proj = studio.project(request, name)
         try:
-            config = _config(studio, proj, preset, batch, iterations, minutes, preview_every, save_every, resume)
+            config = _config(studio, proj, preset, batch, iterations, minutes, preview_every, save_every, precision,
+                             resume)
             job = studio.submit(proj, "train", _train_job(config), lane="train",
                                      info={"preset": config.preset or model_folder.summary(proj.model_dir)["preset"],
                                            "batch_size": config.batch_size,
                                            "iterations": config.iterations, "minutes": config.minutes or 0,
                                            "preview_every": config.preview_every,
-                                           "save_every": config.save_every})
+                                           "save_every": config.save_every, "precision": config.precision})
         except UserError as err:
             raise gr.Error(str(err)) from err
         place = studio.jobs.position(job)
@@ -124,18 +130,18 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
     def form(name, request: gr.Request):
         """The settings of the project's newest run (or its saved model), so a reload shows what runs."""
         if not name:
-            return [gr.skip()] * 6
+            return [gr.skip()] * 7
         proj = studio.project(request, name)
         job = studio.jobs.find(proj.owner, proj.name, "train")
         if job is not None:
-            keys = ("preset", "batch_size", "iterations", "minutes", "preview_every", "save_every")
+            keys = ("preset", "batch_size", "iterations", "minutes", "preview_every", "save_every", "precision")
             return [job.info[k] if k in job.info else gr.skip() for k in keys]
         summary = model_folder.summary(proj.model_dir)
         if summary is None:
-            return [gr.skip()] * 6
+            return [gr.skip()] * 7
         batch = summary["batch_size"] or gr.skip()
         return [summary["preset"] if summary["preset"] in PRESETS else gr.skip(), batch, gr.skip(), gr.skip(),
-                gr.skip(), gr.skip()]
+                gr.skip(), gr.skip(), gr.skip()]
 
     def export(name, request: gr.Request):
         proj = studio.project(request, name)
@@ -157,14 +163,14 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
             raise gr.Error(str(err)) from err
         return None, {}
 
-    settings = [ui.preset, ui.batch, ui.iterations, ui.minutes, ui.preview_every, ui.save_every]
+    settings = [ui.preset, ui.batch, ui.iterations, ui.minutes, ui.preview_every, ui.save_every, ui.precision]
     poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.status, ui.chart, ui.preview, ui.seen])
     ui.preset.change(_preset_text, inputs=ui.preset, outputs=ui.preset_info)
-    def start(name, preset, batch, iterations, minutes, preview_every, save_every, request: gr.Request):
-        return launch(name, preset, batch, iterations, minutes, preview_every, save_every, False, request)
+    def start(name, preset, batch, iterations, minutes, preview_every, save_every, precision, request: gr.Request):
+        return launch(name, preset, batch, iterations, minutes, preview_every, save_every, precision, False, request)
 
-    def resume(name, preset, batch, iterations, minutes, preview_every, save_every, request: gr.Request):
-        return launch(name, preset, batch, iterations, minutes, preview_every, save_every, True, request)
+    def resume(name, preset, batch, iterations, minutes, preview_every, save_every, precision, request: gr.Request):
+        return launch(name, preset, batch, iterations, minutes, preview_every, save_every, precision, True, request)
 
     ui.start.click(start, inputs=[project, *settings], outputs=ui.seen, api_name="train_start").then(poll, **poll_io)
     ui.resume.click(resume, inputs=[project, *settings], outputs=ui.seen, api_name="train_resume").then(poll, **poll_io)
@@ -181,7 +187,7 @@ def _preset_text(name: str) -> str:
 
 
 def _config(studio: Studio, proj: Project, preset, batch, iterations, minutes, preview_every, save_every,
-            resume: bool):
+            precision, resume: bool):
     for side in ("A", "B"):
         if face_count(proj.faces(side)) == 0:
             raise UserError(f"face set {side} is empty: extract faces of {side} first (Face sets tab)")
@@ -218,7 +224,7 @@ def _config(studio: Studio, proj: Project, preset, batch, iterations, minutes, p
                        preset=None if resume else preset, iterations=iterations, minutes=minutes or None,
                        batch_size=int(batch),
                        resume=resume, device=studio.device, preview_every=max(1, int(preview_every or 1)),
-                       save_every=max(1, int(save_every or 1)))
+                       save_every=max(1, int(save_every or 1)), precision=check_precision(precision or "auto"))
 
 
 def _train_job(config) -> Task:
@@ -248,6 +254,8 @@ def _train(job: Job, config) -> dict:
 def _status(studio: Studio, proj: Project, job: Job | None) -> tuple[str, str]:
     summary = model_folder.summary(proj.model_dir)
     saved = f"saved model: {summary['preset']}, iteration {summary['iteration']}" if summary else "no model yet"
+    if summary and summary.get("precision"):  # the first save records the precision the run computes in
+        saved += f", {_precision_text(summary)}"
     if job is None:
         return progress_bar(0, "idle"), saved
     event = job.progress
@@ -266,7 +274,8 @@ def _status(studio: Studio, proj: Project, job: Job | None) -> tuple[str, str]:
              f"ETA {format_eta(event.eta_s)}" if job.state == RUNNING else None,
              f"{format_eta(left)} of the time budget left" if left is not None and job.state == RUNNING else None,
              f"loss A {event.metrics['loss_a']:.4f}, B {event.metrics['loss_b']:.4f}"
-             if event.metrics.get("loss_a") is not None else None]
+             if event.metrics.get("loss_a") is not None else None,
+             _precision_text(summary) if summary and summary.get("precision") and job.state == RUNNING else None]
     line = " · ".join(p for p in parts if p)
     head = "**running**" if job.state == RUNNING else f"**{job.state}**: {job.message}"
     text = f"{event.step}/{event.total} it" + (f", ETA {format_eta(event.eta_s)}" if job.state == RUNNING else "")
@@ -276,6 +285,12 @@ def _status(studio: Studio, proj: Project, job: Job | None) -> tuple[str, str]:
         fraction = max(fraction or 0.0, 1.0 - left / budget)
         text += f", {format_eta(left)} left" if job.state == RUNNING else ""
     return progress_bar(fraction, text), f"{head} — {line}" + ("" if job.state == RUNNING else f" ({saved})")
+
+
+def _precision_text(summary: dict) -> str:
+    """"in float32 (this CPU has no bf16 units)": what the run computes in and why."""
+    name = NAMES.get(summary["precision"], summary["precision"])
+    return f"in {name}" + (f" ({summary['precision_reason']})" if summary.get("precision_reason") else "")
 
 
 def _chart(points: list[tuple[float, float, float]]) -> pd.DataFrame | None:
