@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from engine.atomic import write_json
+from engine.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,9 @@ class Choice:
 
 
 def check(name: str) -> str:
-    """`name` when it is one of PRECISIONS; ValueError listing them otherwise."""
+    """`name` when it is one of PRECISIONS; UserError listing them otherwise."""
     if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r}: use one of {', '.join(PRECISIONS)}")
+        raise UserError(f"unknown precision {name!r}: use one of {', '.join(PRECISIONS)}")
     return name
 
 

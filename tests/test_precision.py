@@ -10,6 +10,7 @@ import torch
 
 from engine import precision
 from engine.cli import main as cli_main
+from engine.errors import UserError
 from engine.models.folder import summary
 from engine.train import TrainConfig, train
 
@@ -117,7 +118,7 @@ def test_cuda_decides_by_the_gpu_s_bf16_support(monkeypatch):
 
 
 def test_an_unknown_precision_is_refused_with_the_allowed_values(capsys, tmp_path):
-    with pytest.raises(ValueError, match="auto, bf16, fp32"):
+    with pytest.raises(UserError, match="auto, bf16, fp32"):
         precision.choose("fp16", CPU)
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["train", "--model", str(tmp_path / "m"), "--precision", "fp16"])

@@ -43,7 +43,7 @@ def test_the_precision_field_reaches_the_run_and_the_status_says_what_ran(facese
     studio = SimpleNamespace(device="cpu", limits=Limits())
     assert train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, "auto", False).precision == "auto"
     assert train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, "fp32", False).precision == "fp32"
-    with pytest.raises(ValueError, match="auto, bf16, fp32"):
+    with pytest.raises(UserError, match="auto, bf16, fp32"):
         train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, "fp16", False)
     text = train_tab._precision_text({"precision": "fp32", "precision_reason": "this CPU has no bf16 units"})
     assert text == "in float32 (this CPU has no bf16 units)"

@@ -129,7 +129,7 @@ def precision_name(text: str) -> str:
 
     try:
         return check(text)
-    except ValueError as err:
+    except UserError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
