@@ -192,6 +192,27 @@ def _cpuinfo_lines() -> list[str]:
         return []
 
 
+def forward_backward_probe(forward: Callable[[], torch.Tensor], module: torch.nn.Module,
+                           device: torch.device) -> Callable[[bool], float]:
+    """A probe for `choose`: seconds of `forward()` (a scalar) and its backward in the mode asked, with
+    `module`'s gradients dropped after, so the run it precedes starts untouched."""
+
+    def probe(bf16: bool) -> float:
+        autocast = Choice("bf16" if bf16 else "fp32", "probe").autocast(device)
+
+        def step() -> None:
+            with autocast:
+                loss = forward()
+            loss.float().backward()
+
+        try:
+            return timed(step, device)
+        finally:
+            module.zero_grad(set_to_none=True)
+
+    return probe
+
+
 def timed(step: Callable[[], object], device: torch.device) -> float:
     """Seconds one call of `step` takes, with the device synchronised around it."""
     if device.type == "cuda":

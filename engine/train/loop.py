@@ -25,7 +25,7 @@ from engine.atomic import remove_temp_files
 from engine.errors import UserError
 from engine.models.folder import TrainingState
 from engine.models.lock import training_lock
-from engine.precision import Choice, choose, timed
+from engine.precision import Choice, choose, forward_backward_probe
 from engine.progress import Listener, Reporter, StopFlag
 
 from . import checkpoint, data, distributed
@@ -108,6 +108,9 @@ class LoopSession:
     def step(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def preview(self) -> np.ndarray | None:
+        raise NotImplementedError
+
     def probe_loss(self) -> torch.Tensor:
         """A scalar from one forward pass of the trained network over a batch of this run's size and
         shape (random pixels), under the current autocast: what the precision probe times with its backward."""
@@ -123,7 +126,8 @@ class LoopSession:
         computes in the main rank's choice."""
         requested = self.config.precision
         if self.cluster.is_main:
-            choice = choose(requested, self.device, probe=self._probe, network=self.probe_key())
+            choice = choose(requested, self.device, network=self.probe_key(),
+                            probe=forward_backward_probe(self.probe_loss, self.model, self.device))
         else:
             choice = Choice("fp32", "the main rank's choice")
         if self.cluster.distributed:  # only the main rank's vote counts
@@ -136,23 +140,6 @@ class LoopSession:
         if self.cluster.is_main:
             log.debug("precision %s", choice.describe())
         return choice
-
-    def _probe(self, bf16: bool) -> float:
-        """Seconds of one forward+backward of the network in that mode; gradients dropped after."""
-        autocast = Choice("bf16" if bf16 else "fp32", "probe").autocast(self.device)
-
-        def forward_backward() -> None:
-            with autocast:
-                loss = self.probe_loss()
-            loss.float().backward()
-
-        try:
-            return timed(forward_backward, self.device)
-        finally:
-            self.model.zero_grad(set_to_none=True)
-
-    def preview(self) -> np.ndarray | None:
-        raise NotImplementedError
 
     def descend(self, losses: list[torch.Tensor]) -> torch.Tensor:
         """One joint Adam step on loss_a + loss_b; -> tensor [loss_a, loss_b] left on the device (no sync).

@@ -52,6 +52,21 @@ class PairForward(nn.Module):
         return self.model.decode(z_a, "a"), self.model.decode(z_b, "b")
 
 
+def pair_probe_loss(model: nn.Module, batch_size: int, device: torch.device) -> torch.Tensor:
+    """The precision probe's forward (engine.precision): the trainer's joint pass over a batch of
+    random A and B faces in the trainer's layout (bench/train.py's `auto` makes its choice with it too)."""
+    r = model.resolution
+    x = torch.rand(2 * batch_size, 3, r, r, device=device).contiguous(memory_format=torch.channels_last)
+    (rgb_a, _), (rgb_b, _) = PairForward(model)(x[:batch_size], x[batch_size:])
+    return rgb_a.float().mean() + rgb_b.float().mean()
+
+
+def pair_probe_key(model: nn.Module, batch_size: int) -> str:
+    """What the probe's answer depends on besides the machine: preset, face size, mask head and batch."""
+    config = model.config
+    return f"{config['preset']} {model.resolution}px mask={config.get('learn_mask', False)} batch {batch_size}"
+
+
 class Session(LoopSession):
     """The swap model's run: its model, data and losses, and the step, preview, snapshot and backup."""
 
@@ -102,14 +117,10 @@ class Session(LoopSession):
         return self.descend(losses)
 
     def probe_loss(self) -> torch.Tensor:
-        n, r = self.config.batch_size, self.model.resolution
-        x = torch.rand(2 * n, 3, r, r, device=self.device).contiguous(memory_format=torch.channels_last)
-        (rgb_a, _), (rgb_b, _) = PairForward(self.model)(x[:n], x[n:])
-        return rgb_a.float().mean() + rgb_b.float().mean()
+        return pair_probe_loss(self.model, self.config.batch_size, self.device)
 
     def probe_key(self) -> str:
-        config = self.model.config
-        return f"{config['preset']} {self.model.resolution}px mask={config.get('learn_mask', False)} batch {self.config.batch_size}"
+        return pair_probe_key(self.model, self.config.batch_size)
 
     def write_checkpoint(self) -> None:
         """backup/ first when the smoothed loss improved, then the checkpoint."""
