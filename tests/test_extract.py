@@ -45,16 +45,18 @@ def test_select_all_and_largest(data_dir, mtcnn, tmp_path):
     assert area(one[0]) == pytest.approx(max(area(f) for f in both))
 
 
-def test_a_stop_requested_during_the_run_ends_it_after_the_current_input(data_dir, mtcnn, tmp_path):
+def test_a_stop_requested_during_the_run_ends_it_after_the_current_batch(data_dir, mtcnn, tmp_path):
+    """Photos go through the detector in batches (--batch-size): a stop ends the run after the batch
+    in hand, every photo of which is complete and counts as done."""
     from engine.progress import StopFlag
 
-    photos = sorted((data_dir / "people" / "carell").glob("*.jpg"))[:5]
+    photos = sorted((data_dir / "people" / "carell").glob("*.jpg"))[:7]
     stop = StopFlag()  # unset when the run starts, as a web app job's flag is
-    report = extract(photos, tmp_path / "set", listeners=[lambda event: event.step and stop.set()], stop=stop,
-                     detector=mtcnn)
-    assert report.inputs_read == 1 and len(_faces(tmp_path / "set")) == 1
+    report = extract(photos, tmp_path / "set", ExtractOptions(batch_size=3),
+                     listeners=[lambda event: event.step and stop.set()], stop=stop, detector=mtcnn)
+    assert report.inputs_read == 3 and len(_faces(tmp_path / "set")) == 3
     rerun = extract(photos, tmp_path / "set", detector=mtcnn)  # what was kept counts as done
-    assert rerun.inputs_already_done == 1 and rerun.inputs_read == 4
+    assert rerun.inputs_already_done == 3 and rerun.inputs_read == 4
 
 
 def test_rerun_adds_new_inputs_and_skips_done_ones(data_dir, mtcnn, tmp_path):
@@ -171,3 +173,21 @@ def test_faceset_remove_and_load(data_dir, mtcnn, tmp_path):
     assert images.shape == (2, 256, 256, 3) and images.dtype == np.uint8
     assert fs.remove([fs.entries[0]["file"]]) == 1
     assert len(FaceSet(out)) == 1 and len(list(out.glob("*.png"))) == 1
+
+
+def test_tight_crops_are_padded_before_detection_and_keep_their_person(data_dir, mtcnn, tmp_path):
+    """LFW's 90 px crops: the face fills the frame. Padded first, MTCNN finds each face with its eyes
+    where they are; landmarks are recorded in the photo's own pixels and the folder names the person."""
+    people = data_dir / "prior" / "lfw"
+    if not people.is_dir():
+        pytest.skip("no prior/ data")
+    photos = sorted((people / "Aaron_Peirsol").glob("*.jpg"))[:3] + sorted((people / "AJ_Cook").glob("*.jpg"))[:1]
+    report = extract(photos, tmp_path / "set", ExtractOptions(pad=0.5, person_from_folder=True, size=128),
+                     detector=mtcnn)
+    assert report.faces_kept == 4, report
+    faces = _faces(tmp_path / "set")
+    assert sorted(f["person"] for f in faces) == ["AJ_Cook", "Aaron_Peirsol", "Aaron_Peirsol", "Aaron_Peirsol"]
+    for face in faces:
+        eyes = np.asarray(face["landmarks"])[:2]
+        assert (eyes > 10).all() and (eyes < 80).all(), eyes  # inside the 90 px photo, not the padding
+        assert 25 < eyes[1, 0] - eyes[0, 0] < 55  # an adult's eye distance in a 90 px tight crop

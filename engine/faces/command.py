@@ -25,6 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="faces per image or frame (default: largest)")
     p.add_argument("--batch-size", type=int, default=8, help="video frames per detector call (default: 8)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--pad", type=float, default=0.0, metavar="SHARE",
+                   help="pad photos by this share of their longer side (edge pixels repeated) before "
+                        "detecting: for tight face crops such as LFW's (try 0.5; default: 0)")
+    p.add_argument("--person-from-folder", action="store_true",
+                   help="record each photo's folder name as the person in faces.json (LFW's name/photo layout)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,9 +39,13 @@ def run(args: argparse.Namespace) -> int:
     if args.every < 1:
         print("error: --every must be 1 or more", file=sys.stderr)
         return 2
+    if not 0 <= args.pad <= 2:
+        print("error: --pad must be between 0 and 2 (a share of the photo's longer side)", file=sys.stderr)
+        return 2
     opts = ExtractOptions(detector=args.detector, size=args.size, coverage=args.coverage, every=args.every,
                           min_face=args.min_face, min_score=args.min_score, min_blur=args.min_blur,
-                          select=args.select, batch_size=args.batch_size, device=args.device)
+                          select=args.select, batch_size=args.batch_size, device=args.device,
+                          pad=args.pad, person_from_folder=args.person_from_folder)
     bar = TqdmListener(desc="extract")
     report = extract(args.inputs, args.out, opts, listeners=[bar])
     bar.close()
