@@ -1,13 +1,25 @@
-"""Training throughput: bf16 autocast + channels_last against plain fp32, per preset and batch size.
+"""Training throughput as users get it: the default (`--precision auto`) against plain float32 and
+forced bf16, per preset and batch size, with the layout and compile options beside them.
 
 Prints one JSON line. One iteration is one optimiser step on a batch of A and a batch of B (the
 trainer's joint step), so examples/s counts both sides, like faceswap's EGs/sec. Inputs are random:
 data loading and augmentation are not measured, only the model's forward, backward and Adam step.
+Modes (`--modes`):
+
+- `fp32`: float32, NCHW (plain eager);
+- `fp32_cl`: float32, channels_last;
+- `bf16_cl`: bf16 autocast, channels_last (what `--precision bf16` trains);
+- `auto`: what `train` runs by default: engine.precision's choice (made here with the trainer's own
+  probe, from an empty cache unless `--use-cache`) in the trainer's layout (engine.train.trainer.LAYOUT).
+
 Each step is timed on its own and the modes alternate every few steps; a mode's figure is its
 fastest step (median beside it), so on a shared machine a neighbour's burst of CPU use costs a
-mode some slow steps but not its figure, and both modes get the same chances at a quiet moment.
+mode some slow steps but not its figure, and every mode gets the same chances at a quiet moment.
+`--compile` also times `torch.compile` of the `auto` mode: its start (the first steps) and its
+steady step, and after how many seconds of training the start has paid for itself.
 
-    python bench/train.py --presets lite,original --batch-size 8,16 --iters 2 --rounds 8
+    python bench/train.py --presets lite,original --batch-size 8 --threads 2
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python bench/train.py   # bf16 units hidden
 """
 
 from __future__ import annotations
@@ -19,9 +31,9 @@ import ctypes.util
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,11 +43,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.device import autocast_for, pick_device  # noqa: E402
+from engine import precision  # noqa: E402
+from engine.device import pick_device  # noqa: E402
 from engine.models import build_model  # noqa: E402
 from engine.train.config import TrainConfig  # noqa: E402
 from engine.train.loop import adam  # noqa: E402
-from engine.train.trainer import PairForward  # noqa: E402
+from engine.train.trainer import LAYOUT, PairForward, pair_probe_key, pair_probe_loss  # noqa: E402
 
 
 def _libc():
@@ -106,16 +119,20 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+MODES = ("fp32", "fp32_cl", "bf16_cl", "auto")
+
+
 class Run:
     """One mode of one preset: its own model copy, Adam and fixed random batches."""
 
-    def __init__(self, template: torch.nn.Module, batch_size: int, device: torch.device, fast: bool):
-        self.fast, self.device = fast, device
-        layout = torch.channels_last if fast else torch.contiguous_format
+    def __init__(self, template: torch.nn.Module, batch_size: int, device: torch.device, bf16: bool,
+                 layout: torch.memory_format, compiled: bool = False):
+        self.device = device
         self.model = copy.deepcopy(template).to(device, memory_format=layout).train()
-        self.pair = PairForward(self.model)  # the trainer's forward: one encoder pass over A and B
+        pair = PairForward(self.model)  # the trainer's forward: one encoder pass over A and B
+        self.pair = torch.compile(pair) if compiled else pair
         self.optimizer = adam(self.model.parameters(), TrainConfig.lr, TrainConfig.beta1)
-        self.autocast = autocast_for(device, fast)
+        self.autocast = precision.Choice("bf16" if bf16 else "fp32", "bench").autocast(device)
         r = template.resolution
         g = torch.Generator().manual_seed(0)
         self.inputs = [torch.rand(batch_size, 3, r, r, generator=g).to(device, memory_format=layout)
@@ -132,39 +149,50 @@ class Run:
 
     def step_times(self, iterations: int) -> list[float]:
         """Seconds of each of `iterations` steps (the device is synchronised around every one)."""
-        times = []
-        for _ in range(iterations):
-            _sync(self.device)
-            start = time.perf_counter()
-            self.step()
-            _sync(self.device)
-            times.append(time.perf_counter() - start)
-        return times
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        return [precision.timed(self.step, self.device) for _ in range(iterations)]
 
 
 def prime(device: torch.device) -> None:
     """One step in each mode on a tiny model, so one-time costs (oneDNN kernel setup, thread pools,
     CUDA context) are not charged to the first preset measured."""
     template = build_model("lite")
-    for fast in (False, True):
-        Run(template, 1, device, fast).step_times(1)
+    for bf16 in (False, True):
+        Run(template, 1, device, bf16, torch.channels_last).step_times(1)
 
 
-def measure(preset: str, batch_size: int, device: torch.device, warmup: int, iters: int, rounds: int) -> dict:
+def auto_choice(template: torch.nn.Module, batch_size: int, device: torch.device) -> tuple[precision.Choice, float]:
+    """What `train` would pick for this network here, with the trainer's own probe; and its seconds."""
+    model = copy.deepcopy(template).to(device, memory_format=LAYOUT).train()
+    probe = precision.forward_backward_probe(lambda: pair_probe_loss(model, batch_size, device), model, device)
+    start = time.perf_counter()
+    choice = precision.choose("auto", device, probe=probe, network=pair_probe_key(model, batch_size))
+    return choice, time.perf_counter() - start
+
+
+def settings(mode: str, choice: precision.Choice) -> tuple[bool, torch.memory_format]:
+    """(bf16, layout) of a mode."""
+    return {"fp32": (False, torch.contiguous_format), "fp32_cl": (False, torch.channels_last),
+            "bf16_cl": (True, torch.channels_last), "auto": (choice.bf16, LAYOUT)}[mode]
+
+
+def measure(preset: str, batch_size: int, device: torch.device, warmup: int, iters: int, rounds: int,
+            modes: tuple[str, ...], compiled: bool) -> dict:
     torch.manual_seed(0)
     template = build_model(preset)
-    result: dict = {"preset": preset, "batch_size": batch_size}
+    choice, probe_s = auto_choice(template, batch_size, device)
+    result: dict = {"preset": preset, "batch_size": batch_size, "auto_precision": choice.precision,
+                    "auto_reason": choice.reason, "probe_s": round(probe_s, 1)}
     runs = {}
-    for mode, fast in (("fp32", False), ("bf16_channels_last", True)):
+    for mode in modes:
         with PeakMemory(device) as memory:
-            runs[mode] = Run(template, batch_size, device, fast)
+            runs[mode] = Run(template, batch_size, device, *settings(mode, choice))
             runs[mode].step_times(warmup)
         result[f"{mode}_peak_mb"] = round(memory.peak_bytes / 2**20)
+    if compiled:
+        start = time.perf_counter()
+        runs["auto_compiled"] = Run(template, batch_size, device, *settings("auto", choice), compiled=True)
+        runs["auto_compiled"].step_times(max(warmup, 2))  # the first calls compile (forward, then backward)
+        result["compile_start_s"] = round(time.perf_counter() - start, 1)
     times: dict[str, list[float]] = {mode: [] for mode in runs}
     for _ in range(rounds):
         for mode, run in runs.items():
@@ -173,8 +201,14 @@ def measure(preset: str, batch_size: int, device: torch.device, warmup: int, ite
     for mode, seconds in times.items():
         result[f"{mode}_eg_s"] = round(examples / min(seconds), 2)
         result[f"{mode}_median_eg_s"] = round(examples / statistics.median(seconds), 2)
-    result["speedup"] = round(min(times["fp32"]) / min(times["bf16_channels_last"]), 2)
-    result["median_speedup"] = round(statistics.median(times["fp32"]) / statistics.median(times["bf16_channels_last"]), 2)
+    if "auto" in times and "fp32" in times:
+        best = min(min(times[m]) for m in ("fp32", "fp32_cl", "bf16_cl") if m in times)
+        result["auto_vs_fp32"] = round(min(times["fp32"]) / min(times["auto"]), 2)
+        result["auto_vs_fastest"] = round(best / min(times["auto"]), 2)
+    if compiled:
+        saved = min(times["auto"]) - min(times["auto_compiled"])  # seconds a compiled step saves
+        result["compiled_vs_auto"] = round(min(times["auto"]) / min(times["auto_compiled"]), 2)
+        result["compile_pays_back_s"] = round(result["compile_start_s"] / saved) if saved > 0 else None
     return result
 
 
@@ -183,19 +217,12 @@ def machine(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     else:
-        info["cpu"] = _cpu_name() or platform.processor()
+        info["cpu"] = precision.cpu_name()
         info["cores"] = os.cpu_count()
+        info["bf16_units"], why = precision.cpu_bf16_units()
+        info["bf16_units_note"] = why
+        info["caps"] = {k: os.environ.get(k) for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(k)}
     return info
-
-
-def _cpu_name() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,13 +233,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (kernel choice, allocator)")
     p.add_argument("--rounds", type=int, default=8, help="rounds of alternating modes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile of the auto mode")
+    p.add_argument("--use-cache", action="store_true",
+                   help="let `auto` read this machine's cached probe (default: probe afresh, like a first run)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.use_cache:
+        os.environ[precision.CACHE_ENV] = tempfile.mkdtemp(prefix="bench-train-cache-")
     device = pick_device(args.device)
+    modes = tuple(args.modes.split(","))
     prime(device)
-    results = [measure(preset, int(bs), device, args.warmup, args.iters, args.rounds)
+    load = os.getloadavg()[0]
+    results = [measure(preset, int(bs), device, args.warmup, args.iters, args.rounds, modes, args.compile)
                for preset in args.presets.split(",") for bs in args.batch_size.split(",")]
     print(json.dumps({"bench": "train", **machine(device), "warmup": args.warmup, "iters": args.iters,
-                      "rounds": args.rounds, "results": results}))
+                      "rounds": args.rounds, "load_start": round(load, 2), "load_end": round(os.getloadavg()[0], 2),
+                      "results": results}))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from .preview import render_grid, write_preview
 __all__ = ["TrainConfig", "TrainResult", "Session", "train", "open_model", "model_coverage"]
 
 log = logging.getLogger(__name__)
+LAYOUT = torch.channels_last  # the model's and its inputs' memory layout (bench/train.py: fp32_cl, bf16_cl)
 
 
 class PairForward(nn.Module):
@@ -56,7 +57,7 @@ def pair_probe_loss(model: nn.Module, batch_size: int, device: torch.device) -> 
     """The precision probe's forward (engine.precision): the trainer's joint pass over a batch of
     random A and B faces in the trainer's layout (bench/train.py's `auto` makes its choice with it too)."""
     r = model.resolution
-    x = torch.rand(2 * batch_size, 3, r, r, device=device).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(2 * batch_size, 3, r, r, device=device).contiguous(memory_format=LAYOUT)
     (rgb_a, _), (rgb_b, _) = PairForward(model)(x[:batch_size], x[batch_size:])
     return rgb_a.float().mean() + rgb_b.float().mean()
 
@@ -79,7 +80,7 @@ class Session(LoopSession):
         self.load_pools((config.faces_a, config.faces_b))
         torch.manual_seed(config.seed)  # the same initial weights for the same --seed (and on every rank)
         model, state, optimizer_state = open_model(config, self.folder, self.device)
-        self.start(model.to(self.device, memory_format=torch.channels_last).train(), state, optimizer_state,
+        self.start(model.to(self.device, memory_format=LAYOUT).train(), state, optimizer_state,
                    recorded(config))
         self.coverage = self.model.coverage
         self.loss_fn = make_loss(config.loss, self.model.resolution, self.coverage,
@@ -103,7 +104,7 @@ class Session(LoopSession):
                 model_coverage=self.coverage, generator=self.augment_gen, warp=self.config.warp,
                 color_jitter=self.config.color_jitter,
                 mask=self.model.learn_mask or self.loss_fn.needs_mask)
-            inputs[side] = warped.contiguous(memory_format=torch.channels_last)
+            inputs[side] = warped.contiguous(memory_format=LAYOUT)
             targets[side], masks[side] = target, mask
         with self.autocast:
             outputs = dict(zip(SIDES, self.net(inputs["a"], inputs["b"]), strict=True))
