@@ -18,6 +18,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("extract", "engine.faces.command", "detect, align and save faces from photos, folders, zips and videos"),
     ("weights", "engine.faces.weights_command", "download detector weights into weights/ up front"),
     ("train", "engine.train.command", "train an intracoder on two face sets"),
+    ("pretrain", "engine.train.pretrain",
+     "train a face prior on many-people face sets: new models of its preset start from it"),
     ("train-color", "engine.train.color_command",
      "train a model's colour network: its faces at 2x/4x in the destination's colours"),
     ("swap", "engine.swap.command", "swap faces in photos and videos with a trained model"),

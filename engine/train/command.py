@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="iterations of learning-rate warm-up (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the model in --model")
     p.add_argument("--init-from", metavar="MODEL", help="start from another model's encoder and decoders")
+    p.add_argument("--prior", default=d["prior"], metavar="auto|none|FILE",
+                   help="a new model's starting weights: auto (default: the prior shipped in weights/ for the "
+                        "preset and size, else random), none (random), or a prior file from `pretrain`")
     add_loop_arguments(p, d)
     p.add_argument("--snapshot-every", type=int, default=d["snapshot_every"],
                    help="numbered snapshot every N iterations (0: off)")
@@ -110,7 +113,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         learn_mask=args.learn_mask, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         loss=args.loss, eye_mouth_weight=args.eye_mouth_weight, background_weight=args.background_weight,
         warmup=args.warmup, minutes=args.minutes, snapshot_minutes=args.snapshot_minutes,
-        resume=args.resume, init_from=args.init_from,
+        resume=args.resume, init_from=args.init_from, prior=args.prior,
         device=args.device, save_every=args.save_every, snapshot_every=args.snapshot_every,
         preview_every=args.preview_every, precision=args.precision, compile=args.compile, seed=args.seed,
         color_net=args.color_net, color_scale=args.color_scale, color_iterations=args.color_iterations)

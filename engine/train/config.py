@@ -79,6 +79,7 @@ class TrainConfig(LoopConfig):
     minutes: float | None = None  # a time budget of training (all runs of the folder together) beside `iterations`
     snapshot_minutes: tuple[float, ...] = ()  # numbered snapshots when the training time passes these marks
     init_from: str | None = None  # another model folder to start encoder and decoders from
+    prior: str = "auto"  # a new model's start: auto (the shipped prior of its preset and size), none, or a file
     snapshot_every: int = 0  # 0: no numbered snapshots
     preview_rows: int = 4
     compile: bool = False

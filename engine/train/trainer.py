@@ -80,8 +80,9 @@ class Session(LoopSession):
         self.load_pools((config.faces_a, config.faces_b))
         torch.manual_seed(config.seed)  # the same initial weights for the same --seed (and on every rank)
         model, state, optimizer_state = open_model(config, self.folder, self.device)
+        # what open_model noted (a new model's prior) and earlier runs recorded stays; this run's settings win
         self.start(model.to(self.device, memory_format=LAYOUT).train(), state, optimizer_state,
-                   recorded(config))
+                   {**state.settings, **recorded(config)})
         self.coverage = self.model.coverage
         self.loss_fn = make_loss(config.loss, self.model.resolution, self.coverage,
                                  eye_mouth_weight=config.eye_mouth_weight,
@@ -199,7 +200,23 @@ def open_model(config: TrainConfig, folder: Path, device: torch.device):
     else:
         preset = config.preset or default_preset(device.type)
         model = build_model(preset, resolution=config.resolution, learn_mask=config.learn_mask, identities=SIDES)
+        return model, TrainingState(settings={"prior": start_from_prior(model, config.prior)}), None
     return model, TrainingState(), None
+
+
+def start_from_prior(model: nn.Module, choice: str) -> str:
+    """Load the prior `choice` names (engine.models.prior: auto, none or a file) into a new model; -> what
+    it started from, in words, for the log, the model's settings and the Train tab."""
+    from engine.models import prior
+
+    path = prior.resolve(choice, model.config["preset"], model.resolution)
+    if path is None:
+        what = ("random weights (--prior none)" if choice == "none" else
+                f"random weights: no prior ships for {model.config['preset']} at {model.resolution} px")
+    else:
+        what = prior.describe(path, prior.load_into(model, path))
+    log.info("new model starts from %s", what)
+    return what
 
 
 def model_coverage(model: nn.Module) -> float:
