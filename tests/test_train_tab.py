@@ -47,3 +47,14 @@ def test_the_precision_field_reaches_the_run_and_the_status_says_what_ran(facese
         train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, "fp16", False)
     text = train_tab._precision_text({"precision": "fp32", "precision_reason": "this CPU has no bf16 units"})
     assert text == "in float32 (this CPU has no bf16 units)"
+
+
+def test_the_preset_says_whether_a_new_model_starts_from_the_shipped_prior(tmp_path, monkeypatch):
+    from engine.models import build_model, prior
+
+    monkeypatch.setattr(prior, "SHIPPED", tmp_path)
+    assert "**Starts from:** random weights (no prior ships" in train_tab._preset_text("lite")
+    prior.write(prior.shipped_path("lite", 64), build_model("lite"),
+                {"data": {"faces": 23004, "identities": 15526}, "minutes": 60.0})
+    assert "**Starts from:** the shipped prior (lite 64 px, 23,004 faces of 15,526+ people, 60 min pretraining)" \
+        in train_tab._preset_text("lite")

@@ -183,7 +183,23 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
 
 def _preset_text(name: str) -> str:
     info = PRESETS.get(name)
-    return f"{info.description}. **Cost:** {info.cost}; {info.resolution} px faces." if info else ""
+    if not info:
+        return ""
+    return (f"{info.description}. **Cost:** {info.cost}; {info.resolution} px faces. "
+            f"**Starts from:** {_prior_text(name, info.resolution)}.")
+
+
+def _prior_text(preset: str, resolution: int) -> str:
+    """Where a new model of the preset starts (engine.models.prior): the shipped prior, or random weights."""
+    from engine.models import prior
+
+    path = prior.resolve("auto", preset, resolution)
+    if path is None:
+        return "random weights (no prior ships for this preset)"
+    try:
+        return prior.describe(path, prior.read_card(path))
+    except UserError as err:
+        return f"random weights: {err}"
 
 
 def _config(studio: Studio, proj: Project, preset, batch, iterations, minutes, preview_every, save_every,
