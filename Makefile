@@ -12,7 +12,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install -r requirements.txt -r requirements-dev.txt
-	# these two pin ancient torch releases in their metadata: their real needs are in requirements.txt
+	# these pin ancient torch releases (or a second OpenCV) in their metadata: their real needs are in requirements.txt
 	$(BIN)/python -m pip install --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 

@@ -143,13 +143,18 @@ def machine_key(network: str) -> str:
     return "|".join((cpu_name(), f"torch {torch.__version__}", f"{torch.get_num_threads()} threads", caps, network))
 
 
-def cache_file() -> Path:
-    """$FACESWAP_STUDIO_CACHE, else $XDG_CACHE_HOME/faceswap-studio, else ~/.cache/faceswap-studio;
-    then precision.json."""
+def cache_dir() -> Path:
+    """The per-machine cache folder: $FACESWAP_STUDIO_CACHE, else $XDG_CACHE_HOME/faceswap-studio, else
+    ~/.cache/faceswap-studio (this probe's answers, the converted identity network)."""
     root = os.environ.get(CACHE_ENV)
     if not root:
         root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "faceswap-studio")
-    return Path(root) / "precision.json"
+    return Path(root)
+
+
+def cache_file() -> Path:
+    """precision.json in `cache_dir()`."""
+    return cache_dir() / "precision.json"
 
 
 def _read_cache() -> dict:
