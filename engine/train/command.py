@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="extra loss weight on eyes and mouth (0: off; default %(default)s)")
     p.add_argument("--background-weight", type=float, default=d["background_weight"],
                    help="loss weight outside the face mask (1: the whole crop alike; default %(default)s)")
+    p.add_argument("--id-weight", type=float, default=d["id_weight"],
+                   help="weight of the identity loss: SFace's cosine distance of the A->B swap to B's "
+                        "faces (0: off; default %(default)s)")
     p.add_argument("--warmup", type=int, default=d["warmup"],
                    help="iterations of learning-rate warm-up (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the model in --model")
@@ -105,6 +108,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise UserError("pass both --faces-a and --faces-b (face set folders from `python -m engine extract`)")
     check_counts(args, ("iterations", "batch_size", "save_every", "color_iterations"))
     check_minutes(args.minutes)
+    if args.id_weight < 0:
+        raise UserError("--id-weight must be 0 (off) or more")
     if args.resume and args.init_from:
         raise UserError("--resume continues a model and --init-from starts a new one: pass only one")
     check_device(args.device)
@@ -112,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         faces_a=faces_a, faces_b=faces_b, model_dir=args.model, preset=args.preset, resolution=args.resolution,
         learn_mask=args.learn_mask, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         loss=args.loss, eye_mouth_weight=args.eye_mouth_weight, background_weight=args.background_weight,
+        id_weight=args.id_weight,
         warmup=args.warmup, minutes=args.minutes, snapshot_minutes=args.snapshot_minutes,
         resume=args.resume, init_from=args.init_from, prior=args.prior,
         device=args.device, save_every=args.save_every, snapshot_every=args.snapshot_every,

@@ -58,7 +58,7 @@ class TrainConfig(LoopConfig):
 
     RECORDED: ClassVar[tuple[str, ...]] = ("faces_a", "faces_b", "batch_size", "lr", "beta1", "warmup", "loss",
                                            "eye_mouth_weight", "background_weight", "init_from", "seed", "warp",
-                                           "color_jitter")
+                                           "color_jitter", "id_weight")
 
     faces_a: str
     faces_b: str
@@ -76,6 +76,9 @@ class TrainConfig(LoopConfig):
     loss: str = "mae_dssim"  # L1 + structural dissimilarity, as faceswap's default
     eye_mouth_weight: float = 2.0  # extra loss weight on eyes and mouth (0: off)
     background_weight: float = 0.1  # loss weight outside the face mask (1: the whole crop counts alike)
+    # weight of the identity loss (engine.identity: 1 - cos(SFace(A->B swap), B's mean embedding)) in
+    # B's side of each step; 0: off. Stays 0 until a likeness curve (bench/likeness.py) picks the weight.
+    id_weight: float = 0.0
     minutes: float | None = None  # a time budget of training (all runs of the folder together) beside `iterations`
     snapshot_minutes: tuple[float, ...] = ()  # numbered snapshots when the training time passes these marks
     init_from: str | None = None  # another model folder to start encoder and decoders from

@@ -141,8 +141,9 @@ class LoopSession:
             log.debug("precision %s", choice.describe())
         return choice
 
-    def descend(self, losses: list[torch.Tensor]) -> torch.Tensor:
-        """One joint Adam step on loss_a + loss_b; -> tensor [loss_a, loss_b] left on the device (no sync).
+    def descend(self, losses: list[torch.Tensor], extra: torch.Tensor | None = None) -> torch.Tensor:
+        """One joint Adam step on loss_a + loss_b (+ `extra`, a term the two reported losses leave out);
+        -> tensor [loss_a, loss_b] left on the device (no sync).
 
         Joint rather than alternating A and B steps: a shared encoder (or trunk) then gets both
         identities' gradients in every update and learns one latent space for both faces instead of
@@ -150,7 +151,8 @@ class LoopSession:
         DDP every parameter gets a gradient in each backward (one all-reduce, no unused-parameter search).
         """
         self.optimizer.zero_grad(set_to_none=True)
-        (losses[0] + losses[1]).backward()
+        total = losses[0] + losses[1]
+        (total if extra is None else total + extra).backward()
         self.optimizer.step()
         return torch.stack(losses).detach()
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from engine.errors import UserError
 from engine.faces.crops import center_crop_batch
+from engine.identity.loss import IdentityLoss
 from engine.models.folder import TrainingState
 from engine.progress import Listener, StopFlag
 
@@ -41,16 +42,18 @@ class PairForward(nn.Module):
     """Both sides in one forward call: A and B share one encoder pass, then split to their decoders.
 
     One call per step is what DistributedDataParallel expects, and one encoder pass over 2N faces
-    keeps the device busier than two passes over N.
+    keeps the device busier than two passes over N. With `swap`, a third output: A's faces through
+    B's decoder (the A->B swap's RGB, for the identity loss).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, swap: bool = False) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.swap = model, swap
 
     def forward(self, x_a: torch.Tensor, x_b: torch.Tensor):
         z_a, z_b = self.model.encode(torch.cat([x_a, x_b])).split([len(x_a), len(x_b)])
-        return self.model.decode(z_a, "a"), self.model.decode(z_b, "b")
+        outputs = self.model.decode(z_a, "a"), self.model.decode(z_b, "b")
+        return (*outputs, self.model.decode(z_a, "b")[0]) if self.swap else outputs
 
 
 def pair_probe_loss(model: nn.Module, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -87,7 +90,8 @@ class Session(LoopSession):
         self.loss_fn = make_loss(config.loss, self.model.resolution, self.coverage,
                                  eye_mouth_weight=config.eye_mouth_weight,
                                  background_weight=config.background_weight)
-        self.net = cluster.wrap(PairForward(self.model))
+        self.identity, self.identity_target = identity_loss(config, self.model, self.pools["b"], cluster)
+        self.net = cluster.wrap(PairForward(self.model, swap=self.identity is not None))
         if config.compile:
             self.net = torch.compile(self.net)
         self.preview_inputs = {
@@ -108,7 +112,8 @@ class Session(LoopSession):
             inputs[side] = warped.contiguous(memory_format=LAYOUT)
             targets[side], masks[side] = target, mask
         with self.autocast:
-            outputs = dict(zip(SIDES, self.net(inputs["a"], inputs["b"]), strict=True))
+            outputs = self.net(inputs["a"], inputs["b"])
+        outputs, swapped = dict(zip(SIDES, outputs[:2], strict=True)), outputs[2:]
         losses = []
         for side in SIDES:
             rgb, mask = outputs[side]
@@ -116,7 +121,10 @@ class Session(LoopSession):
             if mask is not None and masks[side] is not None:
                 loss = loss + mask_loss(mask.float(), masks[side])
             losses.append(loss)
-        return self.descend(losses)
+        if not swapped:
+            return self.descend(losses)
+        # the identity term joins B's side of the total, outside the two reported reconstruction losses
+        return self.descend(losses, self.config.id_weight * self.identity(swapped[0], self.identity_target))
 
     def probe_loss(self) -> torch.Tensor:
         return pair_probe_loss(self.model, self.config.batch_size, self.device)
@@ -140,6 +148,19 @@ class Session(LoopSession):
         grid = render_grid(self.model, self.preview_inputs["a"], self.preview_inputs["b"], self.autocast)
         write_preview(self.folder, self.state.iteration, grid)
         return grid
+
+
+def identity_loss(config: TrainConfig, model: nn.Module, pool_b: data.FacePool,
+                  cluster: distributed.Cluster) -> tuple[IdentityLoss | None, torch.Tensor | None]:
+    """(the identity loss on the model's crops, B's mean SFace embedding over all ranks) when
+    `config.id_weight` > 0, else (None, None)."""
+    if not config.id_weight > 0:
+        return None, None
+    from engine.identity import sface
+
+    loss = IdentityLoss(sface.load(cluster.device), model.coverage)
+    target = loss.mean_embedding(pool_b.faces, pool_b.coverage, model.resolution)
+    return loss, torch.nn.functional.normalize(cluster.mean(target), dim=0)
 
 
 def train(config: TrainConfig, listeners: list[Listener] | tuple = (), stop: StopFlag | None = None) -> TrainResult:
