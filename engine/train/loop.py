@@ -289,7 +289,9 @@ def drive(session: LoopSession, job: str, listeners: list[Listener] | tuple, sto
     choice = session.choose_precision()
     reporter = Reporter(job, total=session.config.iterations, unit="it",
                         listeners=listeners if session.cluster.is_main else (), start_step=session.state.iteration)
-    reporter(session.state.iteration, message=choice.describe())
+    minutes = session.config.minutes
+    left = None if minutes is None else max(0.0, 60.0 * minutes - session.state.seconds)
+    reporter(session.state.iteration, message=choice.describe(), time_left_s=left)
     return run_loop(session, reporter, stop)
 
 
