@@ -32,7 +32,7 @@ def tiny(faceset_a, faceset_b, model_dir, **overrides) -> TrainConfig:
 def test_loss_falls_on_real_faces_and_events_carry_losses_rate_and_previews(faceset_a, faceset_b, tmp_path):
     events = []
     result = train(tiny(faceset_a, faceset_b, tmp_path / "m", iterations=60, save_every=60, preview_every=30,
-                        batch_size=8),
+                        batch_size=8, prior="none"),  # from random weights: the loss has far to fall
                    listeners=[events.append])
 
     assert result.status == "done" and result.iteration == 60
