@@ -18,7 +18,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("extract", "engine.faces.command", "detect, align and save faces from photos, folders, zips and videos"),
     ("weights", "engine.faces.weights_command", "download detector weights into weights/ up front"),
     ("train", "engine.train.command", "train an intracoder on two face sets"),
-    ("pretrain", "engine.train.pretrain",
+    ("pretrain", "engine.train.pretrain_command",
      "train a face prior on many-people face sets: new models of its preset start from it"),
     ("train-color", "engine.train.color_command",
      "train a model's colour network: its faces at 2x/4x in the destination's colours"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 ENGINE = Path(__file__).resolve().parents[1] / "engine"
 # the sub-commands the README and docs document, written out here rather than read from engine/cli.py
-DOCUMENTED = {"extract", "weights", "train", "train-color", "swap", "evaluate", "verify", "export-dataset"}
+DOCUMENTED = {"extract", "weights", "train", "pretrain", "train-color", "swap", "evaluate", "verify", "export-dataset"}
 
 
 def _listed_commands(help_text: str) -> list[str]:

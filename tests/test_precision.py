@@ -151,7 +151,7 @@ def test_a_run_says_and_records_what_it_computed_in(faceset_a, faceset_b, tmp_pa
     events = []
     assert train(config, listeners=[events.append]).status == "done"
     first = events[0]
-    assert first.step == 0 and first.message.startswith(("bf16: measured", "float32: bf16 measured"))
+    assert first.step == 1 and first.message.startswith(("bf16: measured", "float32: bf16 measured"))
     saved = summary(tmp_path / "m")
     assert saved["precision"] in ("bf16", "fp32") and first.message.endswith(saved["precision_reason"])
     assert calls == [1]

@@ -218,7 +218,7 @@ def test_model_archive_round_trip(tmp_path):
     message = import_model(there, archive)
     assert "iteration 7" in message
     assert summary(there.model_dir) == {"iteration": 7, "minutes": 0.0, "preset": "lite", "resolution": 64,
-                                      "batch_size": None}
+                                      "batch_size": None, "precision": None, "precision_reason": None}
     assert loss_history(there.model_dir) == [(5.0, 0.5, 0.6), (7.0, 0.4, 0.45)]
     import_model(there, archive)  # a second import keeps the replaced model aside
     assert summary(there.path / "model.previous")["iteration"] == 7

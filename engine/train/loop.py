@@ -64,6 +64,7 @@ class LoopSession:
     SEED_SALT: tuple[int, ...] = ()
     snapshot_every = 0  # numbered snapshots every N iterations; 0: none
     snapshot_minutes: tuple[float, ...] = ()  # and when the training time passes these marks
+    first_message = ""  # said with the first step's progress event (the precision chosen, and why)
 
     config: LoopConfig  # and iterations, batch_size, lr
     pools: dict[str, data.FacePool]
@@ -285,13 +286,11 @@ def held_folder(folder: str | Path, cluster: distributed.Cluster) -> Iterator[No
 
 def drive(session: LoopSession, job: str, listeners: list[Listener] | tuple, stop: StopFlag) -> TrainResult:
     """`run_loop` in the precision `choose_precision` picks, with progress events of `job` for the
-    listeners (main rank only); the first event says which precision and why."""
+    listeners (main rank only); the first step's event says which precision and why."""
     choice = session.choose_precision()
     reporter = Reporter(job, total=session.config.iterations, unit="it",
                         listeners=listeners if session.cluster.is_main else (), start_step=session.state.iteration)
-    minutes = session.config.minutes
-    left = None if minutes is None else max(0.0, 60.0 * minutes - session.state.seconds)
-    reporter(session.state.iteration, message=choice.describe(), time_left_s=left)
+    session.first_message = choice.describe()
     return run_loop(session, reporter, stop)
 
 
@@ -369,7 +368,8 @@ def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
         speed = examples_per_step * (it - window_start) / max(now - window_t0, 1e-9)
         window_start, window_t0 = it, now
         reporter(it, metrics={names[0]: loss_a, names[1]: loss_b, "examples_per_s": speed}, preview=preview,
-                 time_left_s=clock.left())
+                 time_left_s=clock.left(), message=s.first_message)
+        s.first_message = ""
         if stop_requested:
             status = "stopped" if stop or not clock.limit else "done"
             break
