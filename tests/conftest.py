@@ -92,3 +92,72 @@ def train_lite(faces_a: Path, faces_b: Path, folder: Path, iterations: int) -> P
 def tiny_model(faceset_a, faceset_b, tmp_path_factory) -> Path:
     """A lite model trained for 30 iterations: blurry faces, but real weights in a real model folder."""
     return train_lite(faceset_a, faceset_b, tmp_path_factory.mktemp("swap_model") / "lite", 30)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _no_redis(why: str):
+    """Redis-backed tests skip where no server can start, and fail in CI (CI=true), which must run them."""
+    import os
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI needs a Redis server for this test: {why}")
+    pytest.skip(f"no Redis server: {why}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real Redis server for this test session on a free loopback port (Debian's redis-server, which
+    `make test` and .ci/run install when missing), stopped after; or the one $STUDIO_TEST_REDIS names."""
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    given = os.environ.get("STUDIO_TEST_REDIS")
+    if given:
+        yield given
+        return
+    exe = shutil.which("redis-server")
+    if exe is None:
+        _no_redis("redis-server is not installed (apt-get install redis-server; `make test` does it)")
+    try:
+        import redis
+    except ImportError:
+        _no_redis("the redis client is not installed (it is in requirements.txt)")
+    folder = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(folder), "--logfile", str(folder / "redis.log")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                log = (folder / "redis.log").read_text() if (folder / "redis.log").exists() else ""
+                _no_redis(f"redis-server did not start: {log[-500:]}")
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session's Redis server, emptied for this test (its queues and job rows start from nothing)."""
+    import redis
+
+    redis.Redis.from_url(redis_server).flushdb()
+    return redis_server

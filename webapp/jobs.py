@@ -4,12 +4,14 @@ A browser request only submits a job and returns; a worker runs it and a listene
 latest `Progress` (plus the loss curve and preview for training) on the `Job`. Pages poll that state
 with a timer, so closing the tab, reloading or opening the page on another machine shows the same job.
 
-Durable: every job is a row in the workspace's `jobs.db` (SQLite), and its place in line is a task in
-huey's queue (`queue.db`, huey's SQLite storage; Redis for several machines, see `webapp.queue`). A
-job's work is a `Task`: a module-level function and JSON-able arguments, so a worker that starts
-after a crash, a deploy or `kill -9` can run what was queued, in its place. At start a worker marks
-the jobs that were running on it when it died as `interrupted` (the row says so, with what was
-saved), and a training, which saves as it goes, is queued again to resume from its last save.
+Durable: every job is a row (`webapp.records`: the workspace's `jobs.db` on one box, Redis with
+`--queue redis://...` for several machines), and its place in line is a task in huey's queue
+(`queue.db`, or the same Redis; see `webapp.queue`). A job's work is a `Task`: a module-level function
+and JSON-able arguments, so a worker that starts after a crash, a deploy or `kill -9` can run what was
+queued, in its place. A worker claims a job with a lease and beats a heartbeat while it runs it; a job
+whose worker died is marked `interrupted` (the row says so, with what was saved) by the same worker
+when it starts again, or by any live worker of its lane once the heartbeat is `worker_timeout` old,
+and a training, which saves as it goes, is queued again to resume from its last save.
 Closures are still accepted (tests, one-off work) but cannot outlive the process.
 
 Lanes are queues with one worker each: `train` keeps one training at a time on the GPU (or CPU),
@@ -28,11 +30,11 @@ import json
 import logging
 import os
 import socket
-import sqlite3
 import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ import numpy as np
 
 from engine.errors import UserError
 from engine.progress import Progress, StopFlag
+from webapp.records import NOW
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,9 @@ INTERRUPTED = "interrupted"  # the process running it died (kill, crash, restart
 ACTIVE = (QUEUED, RUNNING)
 LANES = ("train", "media")
 SAVE_PROGRESS_S = 2.0  # a running job's progress reaches its row at most this often
-STOP_POLL_S = 1.0  # how often a running job looks for a stop asked through its row (another process)
+HEARTBEAT_S = 1.0  # how often a worker renews its jobs' leases and looks for a Stop asked through the row
+REAP_S = 5.0  # how often a worker looks for jobs whose worker went silent
+WORKER_TIMEOUT_S = 60.0  # a running job whose heartbeat is this old has lost its worker (--worker-timeout)
 
 
 class JobConflict(UserError):
@@ -151,6 +156,7 @@ class Job:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _saved: Callable[[Job, bool], None] | None = field(default=None, repr=False)  # writes the row
     _saved_at: float = field(default=0.0, repr=False)
+    _lease: str | None = field(default=None, repr=False)  # this worker's claim on the row while it runs it
 
     def listen(self, event: Progress) -> None:
         """The engine's listener: keep the latest event, the loss curve and the newest preview."""
@@ -201,17 +207,24 @@ class Job:
 
 
 class JobManager:
-    """The registry of jobs (rows in `jobs.db`) and one worker per lane (huey consumers).
+    """The registry of jobs (rows in `webapp.records`) and one worker per lane (huey consumers).
 
     `folder`: where jobs.db and the queue live (the workspace's `.studio/`); None keeps them in a
     temporary folder for this process alone. `worker`: run the lanes' workers in this process
-    (the default), or leave them to `python -m webapp.worker` on this or other machines.
+    (the default), or leave them to `python -m webapp.worker` on this or other machines. `queue_url`:
+    redis://... keeps the queue and the job rows in Redis, for workers on several machines.
+
+    A worker claims a queued job with a lease (only one claim of a row succeeds), renews it with a
+    heartbeat every `HEARTBEAT_S`, and looks for the jobs of its lanes whose heartbeat is older than
+    `worker_timeout`: their worker died (kill, crash, power or network lost), so they are marked
+    interrupted and a training is queued again to resume from its last save, for a live worker.
     """
 
     def __init__(self, folder: str | os.PathLike | None = None, lanes: tuple[str, ...] = LANES, *,
                  worker: bool = True, limits: Limits | None = None, queue_url: str | None = None,
-                 worker_name: str | None = None) -> None:
+                 worker_name: str | None = None, worker_timeout: float | None = None) -> None:
         from webapp.queue import JobQueue
+        from webapp.records import open_records
 
         self._scratch = None if folder is not None else tempfile.TemporaryDirectory(prefix="studio-jobs-")
         self.folder = Path(folder if folder is not None else self._scratch.name)
@@ -219,14 +232,17 @@ class JobManager:
         self.lanes = lanes
         self.limits = limits or Limits()
         self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid() if folder is None else 'main'}"
+        self.worker_timeout = worker_timeout or WORKER_TIMEOUT_S
         self._lock = threading.RLock()
-        self._db = _open_db(self.folder / "jobs.db")
+        self._records = open_records(self.folder, queue_url)
         self._jobs: dict[int, Job] = {}  # jobs this process has seen: live progress of those it runs
         self._running: dict[str, Job | None] = dict.fromkeys(lanes)
         self._closing = False
+        self._heart: _Heartbeat | None = None
         self.queue = JobQueue(self.folder, lanes, self._execute, url=queue_url)
         if worker:
             self.recover()
+            self._heart = _Heartbeat(self)
             self.queue.start()
 
     # --- submitting and finding -------------------------------------------------------------------
@@ -252,14 +268,12 @@ class JobManager:
                                 "finish, or stop one")
             priority = 1 if first else -self._count(owner, lane=lane)  # fair: a user's n-th job waits behind others' first
             now = time.time()
-            with self._db:
-                cursor = self._db.execute(
-                    "insert into jobs (owner, project, kind, lane, task, args, resume, info, state, message,"
-                    " created, priority) values (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (owner, project, kind, lane, run.name if isinstance(run, Task) else None, args,
-                     None if not isinstance(run, Task) or run.resume is None else _encode(run.resume),
-                     json.dumps(info or {}), QUEUED, message, now, priority))
-            job = Job(id=cursor.lastrowid, owner=owner, project=project, kind=kind, lane=lane, run=run,
+            job_id = self._records.insert(dict(
+                owner=owner, project=project, kind=kind, lane=lane, task=run.name if isinstance(run, Task) else None,
+                args=args, resume=None if not isinstance(run, Task) or run.resume is None else _encode(run.resume),
+                info=json.dumps(info or {}), state=QUEUED, message=message, created=now, priority=priority,
+                stop=0, version=0))
+            job = Job(id=job_id, owner=owner, project=project, kind=kind, lane=lane, run=run,
                       info=dict(info or {}), message=message, created=now)
             job._saved = self._save
             self._jobs[job.id] = job
@@ -268,44 +282,40 @@ class JobManager:
 
     def find(self, owner: str, project: str, kind: str) -> Job | None:
         """The newest job of this kind for the project (running, queued or finished), if any."""
-        row = self._db.execute("select * from jobs where owner=? and project=? and kind=? order by id desc limit 1",
-                               (owner, project, kind)).fetchone()
+        row = self._records.newest(owner, project, kind)
         return None if row is None else self._job(row)
 
     def get(self, job_id: int) -> Job | None:
-        row = self._db.execute("select * from jobs where id=?", (job_id,)).fetchone()
+        row = self._records.get(job_id)
         return None if row is None else self._job(row)
 
     def active_jobs(self, owner: str, project: str | None = None) -> list[Job]:
-        rows = self._db.execute("select * from jobs where owner=? and state in (?,?) order by id",
-                                (owner, *ACTIVE)).fetchall()
+        rows = self._records.active(owner=owner)
         return [self._job(r) for r in rows if project is None or r["project"] == project]
 
     def listing(self, limit: int = 50) -> list[dict]:
         """The newest jobs of every user, for the operator (`python -m webapp.worker list`)."""
-        rows = self._db.execute("select id, owner, project, kind, lane, state, message, created from jobs "
-                                "order by id desc limit ?", (limit,)).fetchall()
-        return [dict(r) for r in rows]
+        keep = ("id", "owner", "project", "kind", "lane", "state", "message", "created", "worker", "heartbeat")
+        return [{k: r[k] for k in keep} for r in self._records.listing(limit)]
 
     def position(self, job: Job) -> int:
         """0 while running (or finished), else 1 + how many jobs run or wait before it in its lane."""
-        row = self._db.execute("select state, priority from jobs where id=?", (job.id,)).fetchone()
-        if row is None or row["state"] != QUEUED:
+        rows = self._records.active(lane=job.lane)
+        me = next((r for r in rows if r["id"] == job.id), None)
+        if me is None or me["state"] != QUEUED:
             return 0
-        ahead = self._db.execute(
-            "select count(*) from jobs where lane=? and (state=? or (state=? and (priority>? or (priority=? and id<?))))",
-            (job.lane, RUNNING, QUEUED, row["priority"], row["priority"], job.id)).fetchone()[0]
-        return ahead + 1
+        return 1 + sum(1 for r in rows if r["state"] == RUNNING or (
+            r["id"] != job.id and (-r["priority"], r["id"]) < (-me["priority"], me["id"])))
 
     # --- stopping ------------------------------------------------------------------------------------
     def stop(self, job: Job) -> None:
         """Ask a running job to stop (it saves and ends), or take a queued one out of the line; works
-        across processes (the row carries the request)."""
-        with self._lock, self._db:
-            cancelled = self._db.execute("update jobs set state=?, message=?, finished=? where id=? and state=?",
-                                         (CANCELLED, "taken out of the queue", time.time(), job.id, QUEUED)).rowcount
+        across processes and machines (the row carries the request)."""
+        with self._lock:
+            cancelled = self._records.update(job.id, {"state": CANCELLED, "message": "taken out of the queue",
+                                                      "finished": time.time()}, when={"state": QUEUED})
             if not cancelled:
-                self._db.execute("update jobs set stop=1 where id=?", (job.id,))
+                self._records.update(job.id, {"stop": 1})
         live = self._jobs.get(job.id)
         for j in [job] if live is None or live is job else [job, live]:
             if cancelled:
@@ -333,8 +343,10 @@ class JobManager:
         for job in running:
             job.stop.set()
         self.queue.stop(timeout)
-        with contextlib.suppress(sqlite3.Error):
-            self._db.close()
+        if self._heart is not None:
+            self._heart.close()
+        with contextlib.suppress(Exception):
+            self._records.close()
         if self._scratch is not None:
             self._scratch.cleanup()
 
@@ -342,17 +354,30 @@ class JobManager:
     def recover(self) -> list[Job]:
         """Mark the jobs this worker was running when it died as interrupted, saying what was saved, and
         queue resumable ones (trainings) again. Returns the jobs queued again."""
+        rows = [r for r in self._records.active() if r["state"] == RUNNING and r["worker"] == self.worker_name
+                and r["lane"] in self.lanes]
+        return self._interrupt(rows, "the server stopped while this ran (crash, kill or restart)")
+
+    def reap(self) -> list[Job]:
+        """Mark the running jobs of this worker's lanes whose worker has gone silent (no heartbeat for
+        `worker_timeout` seconds) as interrupted, and queue trainings again. Returns the jobs queued again."""
         with self._lock:
-            lanes = ",".join("?" * len(self.lanes))
-            rows = self._db.execute(f"select * from jobs where state=? and worker=? and lane in ({lanes})",
-                                    (RUNNING, self.worker_name, *self.lanes)).fetchall()
+            mine = {j.id for j in self._running.values() if j is not None}
+        rows = [r for r in self._records.stale(self.lanes, self.worker_timeout) if r["id"] not in mine]
+        return self._interrupt(rows, f"its worker went silent for more than {self.worker_timeout:g} s "
+                                     "(killed, crashed, or cut off)")
+
+    def _interrupt(self, rows: list[dict], why: str) -> list[Job]:
         again = []
         for row in rows:
             saved = _last_save(row)
-            note = f"interrupted: the server stopped while this ran (crash, kill or restart){saved}"
-            with self._lock, self._db:
-                self._db.execute("update jobs set state=?, message=?, finished=? where id=?",
-                                 (INTERRUPTED, note, time.time(), row["id"]))
+            worker = f" on {row['worker']}" if row["worker"] else ""
+            note = f"interrupted{worker}: {why}{saved}"
+            # the row's lease as read: if its worker beat or another worker got here first, this does nothing
+            if not self._records.update(row["id"], {"state": INTERRUPTED, "message": note, "finished": time.time(),
+                                                    "lease": None},
+                                        when={"state": RUNNING, "lease": row["lease"]}):
+                continue
             log.warning("job %s (%s of %s/%s) %s", row["id"], row["kind"], row["owner"], row["project"], note)
             if row["resume"] and not row["stop"]:
                 resume = _decode(json.loads(row["resume"]))
@@ -363,26 +388,32 @@ class JobManager:
         return again
 
     def _execute(self, job_id: int) -> None:
-        """Run one queued job (called by the lane's huey worker)."""
+        """Run one queued job (called by the lane's huey worker), if this worker's claim on it wins."""
+        lease = uuid.uuid4().hex
         with self._lock:
-            row = self._db.execute("select * from jobs where id=?", (job_id,)).fetchone()
-            if row is None or row["state"] != QUEUED or self._closing:
-                return  # cancelled while it waited (or not ours)
+            if self._closing:  # back in the line for another worker (or this one's next start)
+                row = self._records.get(job_id)
+                if row is not None and row["state"] == QUEUED:
+                    self.queue.enqueue(row["lane"], job_id, row["priority"])
+                return
+            if not self._records.update(job_id, {"worker": self.worker_name, "lease": lease, "heartbeat": NOW,
+                                                 "state": RUNNING, "started": time.time()},
+                                        when={"state": QUEUED}):
+                return  # cancelled while it waited, or another worker's
+            row = self._records.get(job_id)
             job = self._jobs.get(job_id) or self._job(row)
+            job._lease = lease
             run = job.run if job.run is not None else _task_of(row)
+            self._running[job.lane] = job
             if run is None:
                 job.set_state(INTERRUPTED, "lost: it was queued by a server that has since restarted, and only a "
                                            "training can be picked up again; start it again")
+                self._running[job.lane] = None
                 return
-            with self._db:
-                self._db.execute("update jobs set worker=? where id=?", (self.worker_name, job_id))
-            self._running[job.lane] = job
             job.set_state(RUNNING)
-        poller = _StopPoller(self, job)
         try:
             self._run(job, run)
         finally:
-            poller.close()
             with self._lock:
                 self._running[job.lane] = None
 
@@ -400,12 +431,9 @@ class JobManager:
 
     # --- rows --------------------------------------------------------------------------------------
     def _count(self, owner: str, lane: str | None) -> int:
-        sql, args = "select count(*) from jobs where owner=? and state in (?,?)", [owner, *ACTIVE]
-        if lane is not None:
-            sql, args = sql + " and lane=?", [*args, lane]
-        return self._db.execute(sql, args).fetchone()[0]
+        return len(self._records.active(owner=owner, lane=lane))
 
-    def _job(self, row: sqlite3.Row) -> Job:
+    def _job(self, row: dict) -> Job:
         """The live `Job` of a row: the one this process runs or submitted, brought up to date with its row
         when another process runs it, or one built from the row."""
         job = self._jobs.get(row["id"])
@@ -422,72 +450,70 @@ class JobManager:
                     job.progress = _progress_from(row["progress"]) or job.progress
                     if row["result"] is not None and job.result is None:
                         job.result = _decode(json.loads(row["result"]))
-                    job.version = max(job.version + 1, row["version"])
+                    job.version = max(job.version + 1, row["version"] or 0)
         return job
 
     def _save(self, job: Job, whole: bool) -> None:
-        """Write a job's state (and, `whole`, its result) to its row; never raises into the job."""
+        """Write a job's state (and, `whole`, its result) to its row; never raises into the job. A job this
+        worker runs writes only while it holds the row's lease: one whose lease was taken (its worker was
+        silent too long and the job was resumed elsewhere) is stopped instead."""
         try:
             progress = None if job.progress is None else json.dumps(_progress_json(job.progress))
-            with self._lock, self._db:
-                if whole:
-                    self._db.execute("update jobs set state=?, message=?, started=?, finished=?, progress=?, "
-                                     "result=?, version=? where id=?",
-                                     (job.state, job.message, job.started, job.finished, progress,
-                                      _encode_result(job.result), job.version, job.id))
-                else:
-                    self._db.execute("update jobs set message=?, progress=?, version=? where id=?",
-                                     (job.message, progress, job.version, job.id))
-        except sqlite3.Error as err:
+            fields = {"message": job.message, "progress": progress, "version": job.version}
+            if whole:
+                fields.update(state=job.state, started=job.started, finished=job.finished,
+                              result=_encode_result(job.result))
+            if not self._records.update(job.id, fields, when=None if job._lease is None else {"lease": job._lease}):
+                if job._lease is not None and not job.stop:
+                    log.warning("job %s: its lease was taken (this worker was silent too long): stopping it", job.id)
+                    job.stop.set()
+        except Exception as err:  # a store that is briefly away (a restarting Redis, a locked SQLite file)
             log.warning("could not save job %s: %s", job.id, err)
 
 
-class _StopPoller:
-    """Sets a running job's stop flag when its row asks (a Stop pressed in another process)."""
+class _Heartbeat:
+    """A worker's beat: every HEARTBEAT_S it renews the lease of each job it runs (a lost lease stops the
+    job), passes on a Stop asked through the row (from another process), and every REAP_S looks for jobs
+    whose worker went silent."""
 
-    def __init__(self, manager: JobManager, job: Job) -> None:
-        self.manager, self.job = manager, job
+    def __init__(self, manager: JobManager) -> None:
+        self.manager = manager
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name=f"stop-poll-{job.id}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
         self._thread.start()
 
-    def _poll(self) -> None:
-        while not self._done.wait(STOP_POLL_S):
-            try:
-                with self.manager._lock:
-                    row = self.manager._db.execute("select stop from jobs where id=?", (self.job.id,)).fetchone()
-            except sqlite3.Error:
-                continue
-            if row is not None and row["stop"]:
-                self.job.stop.set()
+    def _beat(self) -> None:
+        m, reaped = self.manager, time.monotonic()
+        while not self._done.wait(HEARTBEAT_S):
+            with m._lock:
+                running = [j for j in m._running.values() if j is not None and j._lease is not None]
+            for job in running:
+                try:
+                    if not m._records.update(job.id, {"heartbeat": NOW}, when={"lease": job._lease, "state": RUNNING}):
+                        if job.active and not job.stop:  # not finished here meanwhile: another worker took it
+                            log.warning("job %s: its lease was taken (this worker was silent too long): stopping it",
+                                        job.id)
+                            job.stop.set()
+                        continue
+                    row = m._records.get(job.id)
+                except Exception as err:  # the store is briefly away: beat again next time
+                    log.warning("heartbeat of job %s: %s", job.id, err)
+                    continue
+                if row is not None and row["stop"]:
+                    job.stop.set()
+            if time.monotonic() - reaped >= REAP_S:
+                reaped = time.monotonic()
+                try:
+                    m.reap()
+                except Exception as err:
+                    log.warning("looking for silent workers: %s", err)
 
     def close(self) -> None:
         self._done.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=10)
 
 
-_SCHEMA = """
-create table if not exists jobs (
-    id integer primary key autoincrement, owner text not null, project text not null, kind text not null,
-    lane text not null, task text, args text, resume text, info text, state text not null, message text,
-    result text, progress text, created real, started real, finished real, priority integer default 0,
-    stop integer default 0, worker text, version integer default 0);
-create index if not exists jobs_key on jobs (owner, project, kind, id);
-create index if not exists jobs_state on jobs (state, lane, priority, id);
-"""
-
-
-def _open_db(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
-    db.row_factory = sqlite3.Row
-    db.execute("pragma journal_mode=wal")  # readers (pages) never wait for the worker's writes
-    db.execute("pragma synchronous=normal")
-    db.executescript(_SCHEMA)
-    db.isolation_level = ""  # `with db:` groups writes in a transaction
-    return db
-
-
-def _last_save(row: sqlite3.Row) -> str:
+def _last_save(row: dict) -> str:
     """", last save: iteration N" for a training's model folder, else ""."""
     try:
         args = _decode(json.loads(row["args"] or "{}"))
@@ -555,7 +581,7 @@ def _resolve(name: str):
     return obj
 
 
-def _task_of(row: sqlite3.Row) -> Task | None:
+def _task_of(row: dict) -> Task | None:
     if not row["task"]:
         return None
     return Task(_resolve(row["task"]), _decode(json.loads(row["args"] or "{}")))

@@ -16,8 +16,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from huey import RedisHuey, SqliteHuey
+from huey import PriorityRedisHuey, SqliteHuey
 from huey.consumer import Consumer
+
+from webapp.records import is_redis
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,8 @@ class JobQueue:
         self._tasks = {}
         self._consumers: list[Consumer] = []
         for lane in lanes:
-            if url and url.startswith(("redis://", "rediss://", "unix://")):
-                huey = RedisHuey(name=f"studio-{lane}", url=url, results=False, utc=True)
+            if is_redis(url):  # a sorted set per lane (Redis >= 5): plain RedisHuey refuses priorities
+                huey = PriorityRedisHuey(name=f"studio-{lane}", url=url, results=False, utc=True)
             else:
                 huey = SqliteHuey(name=f"studio-{lane}", filename=str(Path(folder) / "queue.db"), results=False,
                                   utc=True, timeout=30)
