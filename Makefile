@@ -1,12 +1,12 @@
 # Two commands for a new user (see README.md):
 #   make run    install everything into .venv and start the web app on http://127.0.0.1:7860
-#   make test   install everything into .venv and run the whole test suite
+#   make test   install everything into .venv (and Debian's redis-server, for the tests) and run the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean redis-server
 
 $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ install: $(STAMP)
 run: install
 	$(BIN)/python app.py $(ARGS)
 
-test: install
+# the Redis-backed job tests start their own server on a free loopback port (tests/conftest.py) and stop it
+redis-server:
+	@.ci/apt-install redis-server redis-server || echo "redis-server not installed (no root or sudo -n): the Redis tests skip, and fail under CI=true"
+
+test: install redis-server
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
