@@ -15,6 +15,9 @@ def add_queue_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queue", default=None, metavar="URL",
                    help="where the job queue lives: by default SQLite in the workspace (nothing to run); "
                         "redis://HOST:6379/0 to share it between this server and workers on other machines")
+    p.add_argument("--worker-timeout", type=float, default=60.0, metavar="S",
+                   help="a running job whose worker has not beaten its heartbeat for S seconds is marked "
+                        "interrupted, and a training resumes from its last save on a live worker (default: 60)")
 
 
 def apply_media_limits(args: argparse.Namespace) -> None:
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         apply_media_limits(args)
         workspace = Workspace(args.workspace)
         jobs = JobManager(workspace.root / ".studio", worker=args.worker == "here", queue_url=args.queue,
+                          worker_timeout=args.worker_timeout,
                           limits=Limits(jobs_per_user=args.max_jobs_per_user, quota_mb=args.quota_mb,
                                         train_minutes=args.max_train_minutes, iterations=args.max_iterations))
     except UserError as err:

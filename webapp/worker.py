@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             jobs.shutdown(timeout=1)
     apply_media_limits(args)
-    jobs = JobManager(root, lanes=lanes, worker=True, queue_url=args.queue, worker_name=args.name)
+    jobs = JobManager(root, lanes=lanes, worker=True, queue_url=args.queue, worker_name=args.name,
+                      worker_timeout=args.worker_timeout)
     stopping = []
 
     def stop(signum, frame) -> None:
