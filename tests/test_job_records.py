@@ -181,3 +181,15 @@ def test_a_worker_that_lost_its_lease_stops_the_job_and_leaves_the_row_alone(man
     assert worker._records.update(job.id, {"state": INTERRUPTED, "lease": None}, when={"lease": job._lease})
     wait_for(lambda: not job.active, timeout=15, what="the job to stop")
     assert job.state == STOPPED and worker._records.get(job.id)["state"] == INTERRUPTED
+
+
+def test_a_job_taken_from_the_queue_by_a_worker_shutting_down_goes_back_in_line(managers):
+    web = managers(worker=False)
+    job = web.submit("ann", "p", "ping", Task(ping, {"sent": time.time()}))
+    leaving = managers(worker=False)  # a worker whose lane thread took the item as it was shutting down
+    assert leaving.queue._hueys["media"].dequeue() is not None
+    leaving._closing = True
+    leaving._execute(job.id)
+    assert web.get(job.id).state == QUEUED
+    managers(worker_name="gpu2")
+    wait_for(lambda: web.get(job.id).state == DONE, what="another worker to run it")
