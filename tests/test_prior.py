@@ -11,6 +11,7 @@ from safetensors import safe_open
 from engine.cli import main as cli_main
 from engine.errors import UserError
 from engine.models import build_model, load_model, prior
+from engine.provenance.record import file_sha256
 from engine.train import TrainConfig, train
 
 
@@ -20,7 +21,7 @@ def test_the_shipped_priors_are_float16_under_25_mb_and_their_cards_say_what_the
     for path in shipped:
         card = prior.read_card(path)
         assert path.stat().st_size <= prior.MAX_BYTES and card["bytes"] == path.stat().st_size
-        assert card["sha256"] == prior.sha256(path)
+        assert card["sha256"] == file_sha256(path)
         assert "non-commercial" in card["licence"]
         assert card["iterations"] > 0 and card["minutes"] > 0 and card["data"]["faces"] > 1000
         assert card["machine"]["cpu"] and card["final_loss"]["a"] > 0
@@ -35,7 +36,7 @@ def test_a_written_prior_loads_back_into_a_new_model(tmp_path):
     torch.manual_seed(1)
     source = build_model("lite")
     card = prior.write(tmp_path / "prior-lite-64.safetensors", source, {"iterations": 7, "minutes": 1.5})
-    assert card["sha256"] == prior.sha256(tmp_path / "prior-lite-64.safetensors") and card["model"]["preset"] == "lite"
+    assert card["sha256"] == file_sha256(tmp_path / "prior-lite-64.safetensors") and card["model"]["preset"] == "lite"
     torch.manual_seed(2)
     fresh = build_model("lite")
     prior.load_into(fresh, tmp_path / "prior-lite-64.safetensors")
@@ -90,7 +91,7 @@ def test_pretrain_writes_a_prior_and_resumes_from_the_work_folder_or_the_committ
     card = prior.read_card(out)
     assert card["iterations"] == 2 and card["data"]["faces"] == card["data"]["face_sets"][0]["faces"] + \
         card["data"]["face_sets"][1]["faces"]
-    assert card["sha256"] == prior.sha256(out)
+    assert card["sha256"] == file_sha256(out)
     # a second start without --resume would overwrite hours of work: refused
     assert cli_main([*base, "--faces-a", str(faceset_a), "--faces-b", str(faceset_b)]) == 2
     assert "--resume" in capsys.readouterr().err

