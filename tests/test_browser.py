@@ -241,7 +241,8 @@ def _end_to_end(page, url, data_dir):
     page.click("#train-stop")  # Stop saves; Resume continues towards a (raised) target
     stopped = wait_for_text(page.locator("#train-status"), r"^stopped\b.*iteration (\d+) / 120", timeout=120)
     at = int(stopped.group(1))
-    assert f"saved model: lite, iteration {at})" in page.locator("#train-status").inner_text()
+    assert re.search(rf"saved model: lite, iteration {at}\b", page.locator("#train-status").inner_text()), \
+        page.locator("#train-status").inner_text()
     shot(page, "08-stopped")
     set_number(page, "train-iterations", at + 10)
     page.click("#train-resume")
