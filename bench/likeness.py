@@ -43,6 +43,9 @@ OLD = {"preset": "lite", "lr": 5e-5, "beta1": 0.5, "warmup": 0, "loss": "mae", "
        "background_weight": 1.0, "batch_size": 8}  # the defaults until 2026-12
 RECIPES: dict[str, dict] = {
     "default": {},
+    # issue 21: the shipped prior (the default's `prior="auto"`) against random weights, and the identity loss
+    "no-prior": {"prior": "none"},
+    "prior-id": {"id_weight": 0.5},
     "lite-5e-5": OLD,
     "lite-3e-4": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100},
     "lite-3e-4-dssim-mask": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100, "loss": "mae_dssim",
@@ -117,6 +120,37 @@ def evaluate_snapshot(work: Path, pair: str, snapshot: Path, frames: int | None)
             "ssim_b": s["ssim_b"], "psnr_b": s["psnr_b"]}
 
 
+def strips(work: Path, recipes: list[str], pairs: list[str], budgets: list[float], out: Path,
+           per_row: int = 3) -> list[Path]:
+    """One PNG per (recipe, pair): a row per budget of `per_row` evaluated frames (destination | swapped),
+    the same frames in every row, so a person can see what the figures say."""
+    import cv2
+    import numpy as np
+
+    written = []
+    for recipe in recipes:
+        for pair in pairs:
+            rows = []
+            for budget in budgets:
+                frames = sorted((work / "runs" / recipe / pair / "snapshots" / f"{budget:g}min" / "report" / "frames")
+                                .glob("pair_*.png"))
+                if not frames:
+                    continue
+                picks = [frames[i] for i in np.linspace(0, len(frames) - 1, num=min(per_row, len(frames))).astype(int)]
+                tiles = [cv2.resize(cv2.imread(str(f)), None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA) for f in picks]
+                height = min(t.shape[0] for t in tiles)
+                row = np.concatenate([t[:height] for t in tiles], axis=1)
+                cv2.putText(row, f"{recipe} {budget:g} min", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2)
+                rows.append(row)
+            if rows:
+                width = min(r.shape[1] for r in rows)
+                path = out / f"{pair}-{recipe}.png"
+                out.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(path), np.concatenate([r[:, :width] for r in rows], axis=0))
+                written.append(path)
+    return written
+
+
 def plot(results: dict, budgets: list[float], path: Path) -> None:
     import matplotlib
 
@@ -148,6 +182,8 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=len(PAIRS),
                    help="trainings at once (default: one per pair, i.e. a recipe's pairs side by side)")
     p.add_argument("--frames", type=int, default=None, help="evaluate a sample of N frames (default: all)")
+    p.add_argument("--strips", type=Path, default=None,
+                   help="also write a PNG of evaluated frames per recipe and pair, a row per budget, here")
     p.add_argument("--job", nargs=2, metavar=("RECIPE", "PAIR"), help=argparse.SUPPRESS)
     p.add_argument("--evaluate-only", action="store_true", help="measure the snapshots of an earlier run")
     p.add_argument("--train-only", action="store_true", help="train and snapshot; measure later with --evaluate-only")
@@ -195,8 +231,10 @@ def main() -> int:
                          for r in recipes for p in pairs if (args.work / "runs" / r / p / "bench.json").is_file()}, "frames": args.frames or "all",
            "recipes": {r: RECIPES[r] for r in recipes}, "results": results, "loadavg": load,
            "seconds": round(time.time() - t0, 1)}
-    (args.work / "likeness.json").write_text(json.dumps(out, indent=1, default=str))
     plot(results, budgets, args.work / "likeness.png")
+    if args.strips:
+        out["strips"] = [str(p) for p in strips(args.work, recipes, pairs, budgets, args.strips)]
+    (args.work / "likeness.json").write_text(json.dumps(out, indent=1, default=str))
     print(json.dumps(out, default=str))
     return 0
 
