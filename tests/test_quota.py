@@ -78,6 +78,8 @@ def test_quota_disk_per_user_refuses_new_jobs_when_full(tmp_path):
 def test_quota_training_caps_name_their_flags(tmp_path, faceset_a, faceset_b):
     import shutil
 
+    from test_train_tab import page
+
     from webapp.projects import Workspace
     from webapp.state import Studio
     from webapp.tabs.train import _config
@@ -88,12 +90,12 @@ def test_quota_training_caps_name_their_flags(tmp_path, faceset_a, faceset_b):
         for side, faces in (("A", faceset_a), ("B", faceset_b)):
             shutil.copytree(faces, project.faces(side), dirs_exist_ok=True)
         with pytest.raises(UserError, match=r"--max-iterations"):
-            _config(studio, project, "lite", 8, 6000, 5, 100, 100, "auto", False)
+            _config(studio, project, page(iterations=6000, minutes=5.0), False)
         with pytest.raises(UserError, match=r"--max-train-minutes"):
-            _config(studio, project, "lite", 8, 1000, 0, 100, 100, "auto", False)  # no budget: unbounded
+            _config(studio, project, page(iterations=1000), False)  # no budget: unbounded
         with pytest.raises(UserError, match=r"--max-train-minutes"):
-            _config(studio, project, "lite", 8, 1000, 30, 100, 100, "auto", False)
-        config = _config(studio, project, "lite", 8, 1000, 10, 100, 100, "auto", False)
+            _config(studio, project, page(iterations=1000, minutes=30.0), False)
+        config = _config(studio, project, page(iterations=1000, minutes=10.0), False)
         assert config.minutes == 10 and config.iterations == 1000
     finally:
         studio.jobs.shutdown(timeout=10)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
 
 from engine.errors import UserError
 from engine.progress import Progress
+from engine.train.config import TrainConfig
 from webapp.jobs import RUNNING, Limits
 from webapp.tabs import train as train_tab
+
+
+def page(minutes=None, precision="auto", iterations=100):
+    """The form's settings as the Train tab's handlers receive them: a TrainConfig still to be given its paths."""
+    return partial(TrainConfig, preset="lite", batch_size=8, iterations=iterations, minutes=minutes, preview_every=10,
+                   save_every=10, precision=precision)
 
 
 def running_job(minutes: float, left_s: float, step: int = 50, total: int = 100_000):
@@ -31,20 +39,20 @@ def test_the_form_turns_minutes_into_the_run_budget(faceset_a, faceset_b, tmp_pa
     sets = {"A": faceset_a, "B": faceset_b}
     proj = SimpleNamespace(faces=sets.__getitem__, model_dir=tmp_path / "model")
     studio = SimpleNamespace(device="cpu", limits=Limits())  # no per-user limits: tests/test_quota.py has those
-    assert train_tab._config(studio, proj, "lite", 8, 100, 5, 10, 10, "auto", False).minutes == 5.0
-    assert train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, "auto", False).minutes is None
+    assert train_tab._config(studio, proj, page(minutes=5.0), False).minutes == 5.0
+    assert train_tab._config(studio, proj, page(), False).minutes is None
     with pytest.raises(UserError, match="time budget"):
-        train_tab._config(studio, proj, "lite", 8, 100, -1, 10, 10, "auto", False)
+        train_tab._config(studio, proj, page(minutes=-1.0), False)
 
 
 def test_the_precision_field_reaches_the_run_and_the_status_says_what_ran(faceset_a, faceset_b, tmp_path):
     sets = {"A": faceset_a, "B": faceset_b}
     proj = SimpleNamespace(faces=sets.__getitem__, model_dir=tmp_path / "model")
     studio = SimpleNamespace(device="cpu", limits=Limits())
-    assert train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, "auto", False).precision == "auto"
-    assert train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, "fp32", False).precision == "fp32"
+    assert train_tab._config(studio, proj, page(), False).precision == "auto"
+    assert train_tab._config(studio, proj, page(precision="fp32"), False).precision == "fp32"
     with pytest.raises(UserError, match="auto, bf16, fp32"):
-        train_tab._config(studio, proj, "lite", 8, 100, 0, 10, 10, "fp16", False)
+        train_tab._config(studio, proj, page(precision="fp16"), False)
     text = train_tab._precision_text({"precision": "fp32", "precision_reason": "this CPU has no bf16 units"})
     assert text == "in float32 (this CPU has no bf16 units)"
 

@@ -7,7 +7,7 @@ Nothing heavy is imported at module level (the checks import the registries they
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from engine.errors import UserError
 
@@ -20,6 +20,12 @@ BLEND_SIZE = 256  # px of the aligned crop that is pasted (at least the model's 
 # size on the talk videos (2.2-2.6 % of the face width from full-size detection), and 480 costs
 # about half of 640.
 DETECT_SIZE = 480
+
+
+def value_range(settings, name: str) -> tuple:
+    """(lowest, highest) a field allows, from its metadata: the one statement of a limit, which the checks
+    below and the web app's sliders both read."""
+    return next(f.metadata["range"] for f in fields(settings) if f.name == name)
 
 
 def extraction_min_score() -> float:
@@ -35,10 +41,12 @@ class SwapSettings:
 
     direction: str = "a2b"
     color: str = "auto"
-    color_strength: float = 1.0
+    color_strength: float = field(default=1.0, metadata={"range": (0.0, 1.0)})
     blend: str = "poisson"
-    erode: int = 0  # px of the BLEND_SIZE crop; negative grows the mask
-    blur: int = 6  # px of the BLEND_SIZE crop the mask edge is feathered over
+    # px of the BLEND_SIZE crop; negative grows the mask
+    erode: int = field(default=0, metadata={"range": (-BLEND_SIZE // 4, BLEND_SIZE // 4)})
+    # px of the BLEND_SIZE crop the mask edge is feathered over
+    blur: int = field(default=6, metadata={"range": (0, BLEND_SIZE // 4)})
     faces: str = "largest"  # largest | all | like:IMAGE
     watermark: bool = True  # the invisible provenance mark in each swapped face (engine.provenance.watermark)
     min_score: float = field(default_factory=extraction_min_score)
@@ -52,14 +60,17 @@ class SwapSettings:
             raise UserError(f"--direction {self.direction!r}: use {' or '.join(DIRECTIONS)}")
         if self.color not in ("auto", NET_MODE) and self.color not in COLOR_MODES:
             raise UserError(f"--color {self.color!r}: use auto, {NET_MODE} or one of {', '.join(sorted(COLOR_MODES))}")
-        if not 0.0 <= self.color_strength <= 1.0:
-            raise UserError(f"--color-strength {self.color_strength}: use a value from 0 to 1")
+        low, high = value_range(self, "color_strength")
+        if not low <= self.color_strength <= high:
+            raise UserError(f"--color-strength {self.color_strength}: use a value from {low:g} to {high:g}")
         if self.blend not in BLEND_MODES:
             raise UserError(f"--blend {self.blend!r}: use one of {', '.join(BLEND_MODES)}")
-        if abs(self.erode) > BLEND_SIZE // 4:
-            raise UserError(f"--erode {self.erode}: keep it within +-{BLEND_SIZE // 4} px (of a {BLEND_SIZE} px face)")
-        if not 0 <= self.blur <= BLEND_SIZE // 4:
-            raise UserError(f"--blur {self.blur}: use 0 to {BLEND_SIZE // 4} px (of a {BLEND_SIZE} px face)")
+        low, high = value_range(self, "erode")
+        if not low <= self.erode <= high:
+            raise UserError(f"--erode {self.erode}: keep it within {low} to {high} px (of a {BLEND_SIZE} px face)")
+        low, high = value_range(self, "blur")
+        if not low <= self.blur <= high:
+            raise UserError(f"--blur {self.blur}: use {low} to {high} px (of a {BLEND_SIZE} px face)")
         check_rule(self.faces)
 
 

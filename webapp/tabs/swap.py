@@ -20,9 +20,10 @@ import numpy as np
 from engine.errors import UserError
 from engine.swap.blend import BLEND_MODES
 from engine.swap.color import COLOR_MODES
-from engine.swap.pipeline import BLEND_SIZE, SwapSettings
+from engine.swap.settings import SwapSettings
 from webapp.jobs import DONE, RUNNING, Job, Task, describe, format_eta
 from webapp.projects import Project, keep_uploads, split_uploads
+from webapp.settings_form import SettingsForm
 from webapp.state import Studio, newly_done, progress_bar, publish, waiting_view
 
 POLL_S = 2.0
@@ -30,25 +31,24 @@ DIRECTIONS = [("A → B: A's faces become B (the usual)", "a2b"), ("B → A: B's
 
 
 def render(studio: Studio) -> SimpleNamespace:
-    d = SwapSettings()
+    form = SettingsForm(SwapSettings, not_shown={
+        "min_score": "the detector score extraction keeps faces at, so swapped faces pass the trained ones' bar"})
     gr.Markdown("Swap with the project's trained model. Every change of a setting re-renders the preview.")
     with gr.Row():
-        direction = gr.Radio(DIRECTIONS, value=d.direction, label="Direction", elem_id="swap-direction")
-        faces = gr.Radio([("largest face", "largest"), ("all faces", "all")], value=d.faces,
-                         label="Which faces", elem_id="swap-faces")
+        form.add("direction", gr.Radio, choices=DIRECTIONS, label="Direction", elem_id="swap-direction")
+        form.add("faces", gr.Radio, choices=[("largest face", "largest"), ("all faces", "all")],
+                 label="Which faces", elem_id="swap-faces")
     with gr.Row():
-        color = gr.Dropdown(["auto", *COLOR_MODES], value=d.color, label="Colour matching",
-                            elem_id="swap-color")
-        strength = gr.Slider(0, 1, value=d.color_strength, step=0.05, label="Colour strength",
-                             elem_id="swap-strength")
-        blend = gr.Dropdown(list(BLEND_MODES), value=d.blend, label="Blending", elem_id="swap-blend")
-        erode = gr.Slider(-BLEND_SIZE // 4, BLEND_SIZE // 4, value=d.erode, step=1, label="Mask erosion (px)",
-                          info="positive shrinks the pasted area, negative grows it", elem_id="swap-erode")
-        blur = gr.Slider(0, BLEND_SIZE // 4, value=d.blur, step=1, label="Edge blur (px)", elem_id="swap-blur")
-    watermark = gr.Checkbox(d.watermark, label="Mark the swapped faces (invisible provenance watermark)",
-                            info="turn off only for a research protocol that needs unmarked pixels; the saved "
-                                 "file's metadata says it is synthetic either way", elem_id="swap-watermark")
-    settings = [direction, color, strength, blend, erode, blur, faces, watermark]
+        form.add("color", gr.Dropdown, choices=["auto", *COLOR_MODES], label="Colour matching",
+                 elem_id="swap-color")
+        form.add("color_strength", gr.Slider, step=0.05, label="Colour strength", elem_id="swap-strength")
+        form.add("blend", gr.Dropdown, choices=list(BLEND_MODES), label="Blending", elem_id="swap-blend")
+        form.add("erode", gr.Slider, step=1, label="Mask erosion (px)",
+                 info="positive shrinks the pasted area, negative grows it", elem_id="swap-erode")
+        form.add("blur", gr.Slider, step=1, label="Edge blur (px)", elem_id="swap-blur")
+    form.add("watermark", gr.Checkbox, label="Mark the swapped faces (invisible provenance watermark)",
+             info="turn off only for a research protocol that needs unmarked pixels; the saved "
+                  "file's metadata says it is synthetic either way", elem_id="swap-watermark")
     with gr.Tabs():
         with gr.Tab("Photo"):
             with gr.Row():
@@ -75,18 +75,15 @@ def render(studio: Studio) -> SimpleNamespace:
                 output = gr.Video(label="Swapped video (with its sound)", interactive=False, height=360,
                                   elem_id="swap-output")
                 download = gr.File(label="Download", interactive=False, elem_id="swap-download")
-    return SimpleNamespace(settings=settings, photo=photo, result=result, photo_status=photo_status, save=save,
+    return SimpleNamespace(form=form, photo=photo, result=result, photo_status=photo_status, save=save,
                            saved=saved, video=video, frame=frame, frame_view=frame_view, start=start, stop=stop,
                            bar=bar, video_status=video_status, output=output, download=download,
                            timer=gr.Timer(POLL_S), seen=gr.State({}))
 
 
-def _settings(direction, color, strength, blend, erode, blur, faces, watermark) -> SwapSettings:
-    return SwapSettings(direction=direction, color=color, color_strength=float(strength), blend=blend,
-                        erode=int(erode), blur=int(blur), faces=faces)
-
-
 def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
+    form = ui.form
+
     def swap_rgb(name, rgb: np.ndarray, settings: SwapSettings, request: gr.Request) -> tuple[np.ndarray, str]:
         proj = studio.project(request, name)
         try:
@@ -102,23 +99,23 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         found = f"{len(landmarks)} face(s) swapped" if landmarks else "no face found: the photo is unchanged"
         return out, f"{found} in {ms:.0f} ms (model at iteration {loaded.swapper.meta.get('iteration', '?')})"
 
-    def photo_preview(name, photo, direction, color, strength, blend, erode, blur, faces, watermark,
-                      request: gr.Request):
+    @form.takes
+    def photo_preview(name, photo, settings: SwapSettings, request: gr.Request):
         rgb = _photo(photo)
         if rgb is None:
             return None, ""
-        return swap_rgb(name, rgb, _settings(direction, color, strength, blend, erode, blur, faces, watermark), request)
+        return swap_rgb(name, rgb, settings, request)
 
-    def save_photo(name, photo, direction, color, strength, blend, erode, blur, faces, watermark, request: gr.Request):
+    @form.takes
+    def save_photo(name, photo, settings: SwapSettings, request: gr.Request):
         rgb = _photo(photo)
         if rgb is None:
             raise gr.Error("upload a photo first")
-        settings = _settings(direction, color, strength, blend, erode, blur, faces, watermark)
         out, _ = swap_rgb(name, rgb, settings, request)
         from engine.provenance.metadata import write_image
 
         proj = studio.project(request, name)
-        path = proj.outputs / f"photo-{time.strftime('%Y%m%d-%H%M%S')}-{direction}.png"
+        path = proj.outputs / f"photo-{time.strftime('%Y%m%d-%H%M%S')}-{settings.direction}.png"
         write_image(path, out, studio.swappers.get(proj, studio.device).swapper.provenance(None))
         return publish(path)
 
@@ -134,21 +131,21 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         frames = max(1, round(info.duration * info.avg_fps))
         return gr.update(maximum=max(1, frames - 1), value=0, label=f"Preview frame (of {frames})"), None
 
-    def frame_preview(name, video, index, direction, color, strength, blend, erode, blur, faces, watermark,
-                      request: gr.Request):
+    @form.takes
+    def frame_preview(name, video, index, settings: SwapSettings, request: gr.Request):
         if not video:
             return None
         rgb = _read_frame(video, int(index))
-        return swap_rgb(name, rgb, _settings(direction, color, strength, blend, erode, blur, faces, watermark), request)[0]
+        return swap_rgb(name, rgb, settings, request)[0]
 
-    def render_video(name, video, direction, color, strength, blend, erode, blur, faces, watermark, request: gr.Request):
+    @form.takes
+    def render_video(name, video, settings: SwapSettings, request: gr.Request):
         proj = studio.project(request, name)
         if not video:
             raise gr.Error("upload a video first")
         usable, refused = split_uploads([video])
         if refused:
             raise gr.Error(refused[0])
-        settings = _settings(direction, color, strength, blend, erode, blur, faces, watermark)
         try:
             settings.check()
             source = keep_uploads(proj, "swap", usable)[0]
@@ -175,17 +172,17 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
 
     # preprocess=False: the photo arrives as the uploaded file (FileData) and the engine decodes it, with
     # its limits and messages (Gradio's decoder would answer a broken photo with its internals)
-    inputs = [project, ui.photo, *ui.settings]
-    for component in (ui.photo, *ui.settings):  # always_last: a dragged slider renders its latest value
+    inputs = [project, ui.photo, *form.components]
+    for component in (ui.photo, *form.components):  # always_last: a dragged slider renders its latest value
         component.change(photo_preview, inputs=inputs, outputs=[ui.result, ui.photo_status],
                          trigger_mode="always_last", show_progress="minimal", preprocess=False)
     ui.save.click(save_photo, inputs=inputs, outputs=ui.saved, preprocess=False)
     ui.video.change(video_loaded, inputs=ui.video, outputs=[ui.frame, ui.frame_view])
-    frame_inputs = [project, ui.video, ui.frame, *ui.settings]
+    frame_inputs = [project, ui.video, ui.frame, *form.components]
     ui.frame.change(frame_preview, inputs=frame_inputs, outputs=ui.frame_view, trigger_mode="always_last")
     ui.video.upload(frame_preview, inputs=frame_inputs, outputs=ui.frame_view)
     poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.video_status, ui.output, ui.download, ui.seen])
-    ui.start.click(render_video, inputs=[project, ui.video, *ui.settings], outputs=ui.seen).then(poll, **poll_io)
+    ui.start.click(render_video, inputs=[project, ui.video, *form.components], outputs=ui.seen).then(poll, **poll_io)
     ui.stop.click(stop, inputs=project).then(poll, **poll_io)
     ui.timer.tick(poll, **poll_io, show_progress="hidden", concurrency_limit=None)
     project.change(lambda: {}, outputs=ui.seen).then(poll, **poll_io)

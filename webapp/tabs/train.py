@@ -9,6 +9,8 @@ lives here too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from types import SimpleNamespace
 
 import gradio as gr
@@ -20,40 +22,62 @@ from engine.models import PRESETS, default_preset
 from engine.models import folder as model_folder
 from engine.precision import NAMES, PRECISIONS
 from engine.precision import check as check_precision
-from engine.train.config import TrainConfig, defaults
+from engine.train.config import TrainConfig
 from webapp.jobs import QUEUED, RUNNING, Job, Task, format_eta, ordinal
 from webapp.projects import Project, export_model, import_model
+from webapp.settings_form import SettingsForm
 from webapp.state import Studio, progress_bar, publish
 
 POLL_S = 2.0
 
 
+RECIPE = "the training recipe bench/likeness.py picked (docs/benchmarks.md); the CLI changes it for experiments"
+COLOUR_NET = "the colour network is trained from the CLI (`train --color-net`)"
+SNAPSHOTS = "numbered snapshots are for benchmarks (bench/likeness.py); the page keeps the latest save"
+NOT_SHOWN = {
+    "resolution": "the preset's: the page trains the presets as they are", "learn_mask": "as resolution",
+    "lr": RECIPE, "beta1": RECIPE, "warmup": RECIPE, "loss": RECIPE, "eye_mouth_weight": RECIPE,
+    "background_weight": RECIPE, "id_weight": RECIPE, "warp": RECIPE, "color_jitter": RECIPE,
+    "snapshot_minutes": SNAPSHOTS, "snapshot_every": SNAPSHOTS,
+    "init_from": "a model from elsewhere comes in through the model archive (Import model)",
+    "prior": "auto: the preset's shipped prior, which the preset's description names",
+    "preview_rows": "the preview grid is sized for the page", "compile": "torch.compile: slow to start, a CLI experiment",
+    "color_net": COLOUR_NET, "color_scale": COLOUR_NET, "color_iterations": COLOUR_NET,
+    "report_every": "the engine picks it for the device (each report syncs a GPU)",
+    "seed": "fixed, so that runs compare", "max_rewinds": "the engine's guard against NaN/Inf losses",
+}
+GIVEN = {"faces_a": "the project's face set A", "faces_b": "the project's face set B",
+         "model_dir": "the project's model folder", "device": "the server's --device",
+         "resume": "the button pressed: Start or Resume"}
+
+
 def render(studio: Studio) -> SimpleNamespace:
     from engine.device import pick_device
 
-    initial = defaults(TrainConfig)
+    form = SettingsForm(TrainConfig, not_shown=NOT_SHOWN, given=GIVEN)
     preset_name = default_preset(pick_device(studio.device).type)
     with gr.Row():
         with gr.Column(scale=2):
-            preset = gr.Dropdown(list(PRESETS), value=preset_name, label="Preset", elem_id="train-preset")
+            form.add("preset", gr.Dropdown, choices=list(PRESETS), value=preset_name, label="Preset",
+                     elem_id="train-preset")
             preset_info = gr.Markdown(_preset_text(preset_name), elem_id="train-preset-info")
-        batch = gr.Slider(1, 64, value=initial["batch_size"], step=1, label="Batch size",
-                          info="faces per side per step", elem_id="train-batch")
-        iterations = gr.Number(value=initial["iterations"], precision=0, minimum=1, label="Iteration target",
-                               info="training stops here; Resume continues towards a raised target",
-                               elem_id="train-iterations")
-        minutes = gr.Number(value=initial["minutes"] or 0, precision=1, minimum=0, label="Time budget (minutes)",
-                            info="training time to stop at (all runs of the model together); 0: no limit",
-                            elem_id="train-minutes")
+        form.add("batch_size", gr.Slider, minimum=1, maximum=64, step=1, label="Batch size",
+                 info="faces per side per step", elem_id="train-batch")
+        form.add("iterations", gr.Number, precision=0, minimum=1, label="Iteration target",
+                 info="training stops here; Resume continues towards a raised target", elem_id="train-iterations")
+        form.add("minutes", gr.Number, show=lambda m: m or 0, parse=lambda m: float(m or 0) or None, precision=1,
+                 minimum=0, label="Time budget (minutes)",
+                 info="training time to stop at (all runs of the model together); 0: no limit",
+                 elem_id="train-minutes")
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
-            preview_every = gr.Number(value=initial["preview_every"], precision=0, minimum=1,
-                                      label="Preview every N iterations", elem_id="train-preview-every")
-            save_every = gr.Number(value=initial["save_every"], precision=0, minimum=1,
-                                   label="Save every N iterations", elem_id="train-save-every")
-            precision = gr.Dropdown(list(PRECISIONS), value=initial["precision"], label="Precision",
-                                    info="auto: bf16 where it is measured faster on this machine, else float32",
-                                    elem_id="train-precision")
+            form.add("preview_every", gr.Number, precision=0, minimum=1, label="Preview every N iterations",
+                     elem_id="train-preview-every")
+            form.add("save_every", gr.Number, precision=0, minimum=1, label="Save every N iterations",
+                     elem_id="train-save-every")
+            form.add("precision", gr.Dropdown, choices=list(PRECISIONS), label="Precision",
+                     info="auto: bf16 where it is measured faster on this machine, else float32",
+                     elem_id="train-precision")
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="train-start")
         stop = gr.Button("Stop (saves)", variant="stop", elem_id="train-stop")
@@ -76,25 +100,21 @@ def render(studio: Studio) -> SimpleNamespace:
                              elem_id="train-import-file")
             do_import = gr.Button("Import model", elem_id="train-import")
     timer = gr.Timer(POLL_S)
-    return SimpleNamespace(preset=preset, preset_info=preset_info, batch=batch, iterations=iterations, minutes=minutes,
-                           preview_every=preview_every, save_every=save_every, precision=precision, start=start, stop=stop,
-                           resume=resume, bar=bar, status=status, chart=chart, preview=preview, export=export,
-                           exported=exported, upload=upload, do_import=do_import, timer=timer,
-                           seen=gr.State({}))
+    return SimpleNamespace(form=form, preset_info=preset_info, start=start, stop=stop, resume=resume, bar=bar,
+                           status=status, chart=chart, preview=preview, export=export, exported=exported,
+                           upload=upload, do_import=do_import, timer=timer, seen=gr.State({}))
 
 
 def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
-    def launch(name, preset, batch, iterations, minutes, preview_every, save_every, precision, resume, request):
+    form = ui.form
+
+    def launch(name, settings, resume: bool, request: gr.Request):
         proj = studio.project(request, name)
         try:
-            config = _config(studio, proj, preset, batch, iterations, minutes, preview_every, save_every, precision,
-                             resume)
-            job = studio.submit(proj, "train", _train_job(config), lane="train",
-                                     info={"preset": config.preset or model_folder.summary(proj.model_dir)["preset"],
-                                           "batch_size": config.batch_size,
-                                           "iterations": config.iterations, "minutes": config.minutes or 0,
-                                           "preview_every": config.preview_every,
-                                           "save_every": config.save_every, "precision": config.precision})
+            config = _config(studio, proj, settings, resume)
+            info = {field: getattr(config, field) for field in form.names}  # the form shows them after a reload
+            info["preset"] = config.preset or model_folder.summary(proj.model_dir)["preset"]
+            job = studio.submit(proj, "train", _train_job(config), lane="train", info=info)
         except UserError as err:
             raise gr.Error(str(err)) from err
         place = studio.jobs.position(job)
@@ -127,21 +147,17 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
             preview = job.preview if job is not None and job.preview is not None else _latest_preview(proj)
         return bar, status, chart, preview, {"key": list(key), "preview": list(preview_key)}
 
-    def form(name, request: gr.Request):
+    def shown_settings(name, request: gr.Request):
         """The settings of the project's newest run (or its saved model), so a reload shows what runs."""
         if not name:
-            return [gr.skip()] * 7
+            return form.show({})
         proj = studio.project(request, name)
         job = studio.jobs.find(proj.owner, proj.name, "train")
         if job is not None:
-            keys = ("preset", "batch_size", "iterations", "minutes", "preview_every", "save_every", "precision")
-            return [job.info[k] if k in job.info else gr.skip() for k in keys]
-        summary = model_folder.summary(proj.model_dir)
-        if summary is None:
-            return [gr.skip()] * 7
-        batch = summary["batch_size"] or gr.skip()
-        return [summary["preset"] if summary["preset"] in PRESETS else gr.skip(), batch, gr.skip(), gr.skip(),
-                gr.skip(), gr.skip(), gr.skip()]
+            return form.show(job.info)
+        summary = model_folder.summary(proj.model_dir) or {}
+        return form.show({k: summary[k] for k in ("preset", "batch_size") if summary.get(k)
+                          and (k != "preset" or summary[k] in PRESETS)})
 
     def export(name, request: gr.Request):
         proj = studio.project(request, name)
@@ -163,20 +179,25 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
             raise gr.Error(str(err)) from err
         return None, {}
 
-    settings = [ui.preset, ui.batch, ui.iterations, ui.minutes, ui.preview_every, ui.save_every, ui.precision]
+    @form.takes
+    def start(name, settings: Callable[..., TrainConfig], request: gr.Request):
+        return launch(name, settings, False, request)
+
+    @form.takes
+    def resume(name, settings: Callable[..., TrainConfig], request: gr.Request):
+        return launch(name, settings, True, request)
+
+    settings = form.components
     poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.status, ui.chart, ui.preview, ui.seen])
-    ui.preset.change(_preset_text, inputs=ui.preset, outputs=ui.preset_info)
-    def start(name, preset, batch, iterations, minutes, preview_every, save_every, precision, request: gr.Request):
-        return launch(name, preset, batch, iterations, minutes, preview_every, save_every, precision, False, request)
-
-    def resume(name, preset, batch, iterations, minutes, preview_every, save_every, precision, request: gr.Request):
-        return launch(name, preset, batch, iterations, minutes, preview_every, save_every, precision, True, request)
-
+    preset = form.controls["preset"].component
+    preset.change(_preset_text, inputs=preset, outputs=ui.preset_info)
+    # the API's parameters are the settings' field names, in the page's order (tests/test_restart.py calls it)
     ui.start.click(start, inputs=[project, *settings], outputs=ui.seen, api_name="train_start").then(poll, **poll_io)
     ui.resume.click(resume, inputs=[project, *settings], outputs=ui.seen, api_name="train_resume").then(poll, **poll_io)
     ui.stop.click(stop, inputs=project, api_name="train_stop").then(poll, **poll_io)
     ui.timer.tick(poll, **poll_io, show_progress="hidden", concurrency_limit=None)
-    project.change(lambda: {}, outputs=ui.seen).then(poll, **poll_io).then(form, inputs=project, outputs=settings)
+    project.change(lambda: {}, outputs=ui.seen).then(poll, **poll_io).then(shown_settings, inputs=project,
+                                                                           outputs=settings)
     ui.export.click(export, inputs=project, outputs=ui.exported)
     ui.do_import.click(do_import, inputs=[project, ui.upload], outputs=[ui.upload, ui.seen]).then(poll, **poll_io)
 
@@ -202,13 +223,16 @@ def _prior_text(preset: str, resolution: int) -> str:
         return f"random weights: {err}"
 
 
-def _config(studio: Studio, proj: Project, preset, batch, iterations, minutes, preview_every, save_every,
-            precision, resume: bool):
+def _config(studio: Studio, proj: Project, settings: Callable[..., TrainConfig], resume: bool) -> TrainConfig:
+    """The run the page asked for (`settings`: the form's TrainConfig still to be given the project's paths),
+    checked against the project's model and the server's limits."""
     for side in ("A", "B"):
         if face_count(proj.faces(side)) == 0:
             raise UserError(f"face set {side} is empty: extract faces of {side} first (Face sets tab)")
+    config = settings(faces_a=str(proj.faces("A")), faces_b=str(proj.faces("B")), model_dir=str(proj.model_dir),
+                      device=studio.device, resume=resume)
     summary = model_folder.summary(proj.model_dir)
-    iterations = int(iterations or 0)
+    iterations, minutes = config.iterations, config.minutes or 0.0
     if resume and summary is None:
         raise UserError("there is no model to resume in this project: press Start")
     if not resume and summary is not None:
@@ -217,9 +241,8 @@ def _config(studio: Studio, proj: Project, preset, batch, iterations, minutes, p
     if resume and iterations <= summary["iteration"]:
         raise UserError(f"the model is at iteration {summary['iteration']} already: raise the iteration "
                         "target above that, then Resume")
-    if iterations < 1 or int(batch) < 1:
+    if iterations < 1 or config.batch_size < 1:
         raise UserError("iteration target and batch size must be at least 1")
-    minutes = float(minutes or 0)
     if minutes < 0:
         raise UserError("the time budget must be 0 (no limit) or more minutes")
     spent = (summary or {}).get("minutes") or 0.0
@@ -236,23 +259,17 @@ def _config(studio: Studio, proj: Project, preset, batch, iterations, minutes, p
             raise UserError(f"time budget {minutes or 'none'}: this server lets one training run for at most "
                             f"{limits.train_minutes:g} minutes (--max-train-minutes); set the time budget to "
                             f"{allowed:.1f} minutes or less")
-    return TrainConfig(faces_a=str(proj.faces("A")), faces_b=str(proj.faces("B")), model_dir=str(proj.model_dir),
-                       preset=None if resume else preset, iterations=iterations, minutes=minutes or None,
-                       batch_size=int(batch),
-                       resume=resume, device=studio.device, preview_every=max(1, int(preview_every or 1)),
-                       save_every=max(1, int(save_every or 1)), precision=check_precision(precision or "auto"))
+    return replace(config, preset=None if resume else config.preset,  # a resumed model keeps its own preset
+                   preview_every=max(1, config.preview_every), save_every=max(1, config.save_every),
+                   precision=check_precision(config.precision or "auto"))
 
 
 def _train_job(config) -> Task:
     """The training as a task that survives a restart: after an interruption it resumes from its last save."""
-    from dataclasses import replace
-
     return Task(_train, {"config": config}, resume={"config": replace(config, resume=True)})
 
 
 def _train(job: Job, config) -> dict:
-    from dataclasses import replace
-
     from engine.models import is_model_dir
     from engine.train.trainer import train
 
