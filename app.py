@@ -8,31 +8,7 @@ import logging
 import sys
 
 from engine.errors import UserError
-
-
-def add_queue_arguments(p: argparse.ArgumentParser) -> None:
-    """--queue, shared with `python -m webapp.worker`."""
-    p.add_argument("--queue", default=None, metavar="URL",
-                   help="where the job queue lives: by default SQLite in the workspace (nothing to run); "
-                        "redis://HOST:6379/0 to share it between this server and workers on other machines")
-    p.add_argument("--worker-timeout", type=float, default=60.0, metavar="S",
-                   help="a running job whose worker has not beaten its heartbeat for S seconds is marked "
-                        "interrupted, and a training resumes from its last save on a live worker (default: 60)")
-
-
-def apply_media_limits(args: argparse.Namespace) -> None:
-    """The operator's frame, frame-size and image-size caps, set where the engine reads them."""
-    import engine.media
-    import engine.video_reader
-
-    if args.max_video_frames:
-        engine.video_reader.MAX_VIDEO_FRAMES = args.max_video_frames
-    if args.max_video_pixels:
-        engine.video_reader.MAX_VIDEO_PIXELS = int(args.max_video_pixels * 1e6)
-    if args.max_image_pixels:
-        from PIL import Image
-
-        engine.media.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS = int(args.max_image_pixels * 1e6)
+from webapp.flags import add_media_limit_arguments, add_queue_arguments, apply_media_limits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,12 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     limits.add_argument("--max-train-minutes", type=float, default=0, metavar="MIN",
                         help="training time one job may add to a model")
     limits.add_argument("--max-iterations", type=int, default=0, metavar="N", help="highest iteration target")
-    limits.add_argument("--max-video-frames", type=int, default=0, metavar="N",
-                        help="frames per video (default: the engine's, 20 minutes at 60 fps)")
-    limits.add_argument("--max-video-pixels", type=float, default=0, metavar="MP",
-                        help="megapixels per video frame (default: the engine's, 4096x2304)")
-    limits.add_argument("--max-image-pixels", type=float, default=0, metavar="MP",
-                        help="megapixels per image (default: the engine's, 80)")
+    add_media_limit_arguments(limits)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -143,6 +143,41 @@ def read_frames(video: str | Path | VideoInfo, every: int = 1) -> Iterator[tuple
                             f"({missing or 'no frames decoded'})")
 
 
+def read_frame(video: str | Path | VideoInfo, index: int) -> np.ndarray:
+    """Frame `index` (as `read_frames` counts them), upright, decoded from the keyframe before it rather than
+    from the start, so a preview near the end of a long video comes as fast as one near its start.
+
+    The frame is found by its presentation time; a stream without timestamps is read from the start.
+    """
+    info = video if isinstance(video, VideoInfo) else probe_video(video)
+    path = Path(info.path)
+    if not 0 <= index < info.frames:
+        raise UserError(f"{path}: it has no frame {index} (it holds {info.frames} frames, from 0)")
+    target = info.times.time_of(index) - info.times.duration_of(index) / 2  # the frame shown at its time
+    with _open(path) as container:
+        stream = _video_stream(container)
+        stream.thread_type = "AUTO"
+        start = Fraction(container.start_time or 0, av.time_base)
+        shown = None
+        try:
+            container.seek(int((start + Fraction(max(0.0, target))) * av.time_base), backward=True)
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    break
+                _check_pixels(path, frame.width, frame.height)
+                shown = frame
+                if frame.pts * stream.time_base - start >= target:
+                    return _upright(frame)
+        except av.FFmpegError:
+            pass
+    if shown is not None and index == info.frames - 1:
+        return _upright(shown)
+    for at, rgb in read_frames(info):  # no timestamps to seek by: count from the start
+        if at == index:
+            return rgb
+    raise UserError(f"{path}: frame {index} could not be decoded")
+
+
 def open_input(path: str | Path) -> av.container.InputContainer:
     """av.open for reading, through the DEMUXERS only (raises av.FFmpegError or OSError like av.open)."""
     return av.open(str(path), options={"format_whitelist": DEMUXERS})

@@ -10,7 +10,10 @@ engine.train.trainer, `from engine.models import save_model` is the package engi
   (b) swapping and evaluating never import training (engine.train);
   (c) the engine imports no UI: nothing from webapp, app or gradio;
   (d) the web app names no file of a model folder: those names belong to the engine, which the
-      web app asks instead of reading the folder itself.
+      web app asks instead of reading the folder itself;
+  (e) nothing under webapp/ imports app.py (the entry point: flags both share live in webapp.flags);
+  (f) the job bodies (webapp.tasks) and the worker process (webapp.worker) reach no Gradio through any
+      module they import, so a GPU box runs jobs without the page.
 
 A failure prints the offending imports or strings (file:line) and a summary of the import graph.
 """
@@ -28,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("engine", "webapp")
 UI_TOPS = ("webapp", "app", "gradio", "gradio_client")
 TRAINING = "engine.train"
+ENTRY_POINT = "app"
+JOB_SIDE = ("webapp.tasks", "webapp.worker")  # what runs jobs: free of the page
 FREE_OF_TRAINING = ("engine.swap", "engine.evaluate")
 
 # The files of a model folder, by the engine constant that names each: (constant, module it lives in
@@ -344,3 +349,33 @@ def test_webapp_names_no_model_folder_file():
                 home = names.get(hit) or suffixes[hit]
                 found.append(f"  {path.relative_to(ROOT)}:{node.lineno}: {text!r} (engine's {hit!r}: {home})")
     assert not found, "the web app names files of a model folder; ask the engine instead:\n" + "\n".join(found)
+
+
+def test_webapp_does_not_import_the_entry_point():
+    found = [imp for imp in imports() if _in(imp.importer, "webapp") and imp.target.split(".")[0] == ENTRY_POINT]
+    assert not found, f"the web app imports {ENTRY_POINT}.py (shared flags belong in webapp.flags):\n{_listing(found)}"
+
+
+def reached(start: str) -> dict[str, list[str]]:
+    """{module: the import chain from `start` to it} for every project module `start` imports, at any depth."""
+    chains = {start: [start]}
+    frontier = [start]
+    while frontier:
+        following = []
+        for module in frontier:
+            for imp in imports():
+                if imp.importer == module and imp.resolved and imp.resolved not in chains:
+                    chains[imp.resolved] = [*chains[module], imp.resolved]
+                    following.append(imp.resolved)
+        frontier = following
+    return chains
+
+
+def test_job_bodies_and_the_worker_import_no_gradio():
+    assert "webapp.jobs" in reached("webapp.tasks") and "engine.swap.pipeline" not in reached("webapp.jobs")
+    found = []
+    for start in JOB_SIDE:
+        for module, chain in reached(start).items():
+            found += [f"  {' -> '.join(chain)}: {imp.where()}" for imp in imports()
+                      if imp.importer == module and imp.target.split(".")[0] in ("gradio", "gradio_client")]
+    assert not found, "what runs jobs imports Gradio:\n" + "\n".join(found)

@@ -266,7 +266,8 @@ def test_web_export_job_offers_one_zip(tiny_model, data_dir, tmp_path):
     """The Export tab's job (no browser): the project's model and an uploaded clip -> one zip, nothing else."""
     from webapp.jobs import DONE, JobManager
     from webapp.projects import Workspace
-    from webapp.tabs.export import export_job, exports, exports_dir, pick_videos
+    from webapp.tabs.export import pick_videos
+    from webapp.tasks import export_task, exports, exports_dir
 
     proj = Workspace(tmp_path / "ws").create(None, "carell")
     shutil.copytree(tiny_model, proj.model_dir, dirs_exist_ok=True)
@@ -276,7 +277,7 @@ def test_web_export_job_offers_one_zip(tiny_model, data_dir, tmp_path):
     settings = ExportOptions(videos=[], models=[], out=Path(), max_frames=3, device="cpu", detector="mtcnn")
     jobs = JobManager()
     try:
-        job = jobs.submit(proj.owner, proj.name, "export", export_job(proj, videos, settings))
+        job = jobs.submit(proj.owner, proj.name, "export", export_task(proj, videos, settings))
         deadline = time.monotonic() + 120
         while job.active and time.monotonic() < deadline:
             time.sleep(0.1)

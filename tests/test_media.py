@@ -7,7 +7,7 @@ import pytest
 
 from engine import media
 from engine.errors import UserError
-from engine.video_reader import probe_video, read_frames
+from engine.video_reader import probe_video, read_frame, read_frames
 from engine.video_writer import TimedVideoWriter
 
 
@@ -19,7 +19,19 @@ def test_probe_and_read_every_frame(data_dir):
     frames = list(read_frames(info, every=10))
     assert [i for i, _ in frames] == list(range(0, 135, 10))
     assert frames[0][1].shape == (700, 700, 3) and frames[0][1].dtype == np.uint8
-    assert media.probe_video is probe_video and media.read_frames is read_frames  # the old names still work
+
+
+def test_one_frame_is_read_by_seeking_and_is_the_frame_read_frames_yields(data_dir, monkeypatch):
+    import engine.video_reader
+
+    info = probe_video(data_dir / "video" / "talk1.mp4")
+    wanted = {0, 1, 67, 100, info.frames - 1}
+    every = {i: rgb for i, rgb in read_frames(info) if i in wanted}
+    monkeypatch.setattr(engine.video_reader, "read_frames", None)  # found by seeking, not read from the start
+    for index in sorted(wanted):
+        assert np.array_equal(read_frame(info, index), every[index]), index
+    with pytest.raises(UserError, match=f"no frame {info.frames} \\(it holds {info.frames} frames"):
+        read_frame(info, info.frames)
 
 
 def test_rotated_video_is_read_upright(data_dir, tmp_path):

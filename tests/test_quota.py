@@ -106,7 +106,7 @@ def test_quota_media_flags_set_the_engines_caps(monkeypatch):
 
     import engine.media
     import engine.video_reader
-    from app import apply_media_limits
+    from webapp.flags import apply_media_limits
 
     for module, name in ((engine.video_reader, "MAX_VIDEO_FRAMES"), (engine.video_reader, "MAX_VIDEO_PIXELS"),
                          (engine.media, "MAX_IMAGE_PIXELS")):

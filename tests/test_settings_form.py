@@ -14,7 +14,7 @@ from engine.swap.settings import SwapSettings, value_range
 from webapp.projects import Workspace
 from webapp.settings_form import SettingsForm
 from webapp.state import Studio
-from webapp.tabs import swap, train
+from webapp.tabs import evaluate, export, swap, train
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def forms(tmp_path_factory) -> dict[str, SettingsForm]:
     studio = Studio(Workspace(tmp_path_factory.mktemp("ws")))
     found = {}
     with gr.Blocks():
-        for name, module in (("swap", swap), ("train", train)):
+        for name, module in (("swap", swap), ("train", train), ("evaluate", evaluate), ("export", export)):
             found[name] = module.render(studio).form
     studio.jobs.shutdown(timeout=10)
     return found
@@ -35,6 +35,8 @@ def other_value(control):
     start = c.value
     if isinstance(c, gr.Checkbox):
         return not start
+    if isinstance(c, gr.CheckboxGroup):
+        return [value for _, value in c.choices if value not in start][:1] + list(start)
     if isinstance(c, gr.Radio | gr.Dropdown):
         return next(value for _, value in c.choices if value != start)
     if isinstance(c, gr.Slider | gr.Number):

@@ -410,7 +410,7 @@ def evaluated_project(tmp_path_factory, faceset_a, faceset_b, tiny_model, data_d
 
     import cv2
 
-    from engine.media import read_frames
+    from engine.video_reader import read_frames
     from engine.video_writer import VideoWriter
 
     root = tmp_path_factory.mktemp("evaluate_tab")
@@ -429,14 +429,25 @@ def evaluated_project(tmp_path_factory, faceset_a, faceset_b, tiny_model, data_d
     return proj, clip
 
 
+def evaluation(proj, source, frames):
+    """The options the Evaluate tab makes for the project and video (10 reference faces: quick)."""
+    from engine.evaluate.options import EvaluateOptions
+    from webapp.tasks import report_folder
+
+    return EvaluateOptions(model=proj.model_dir, video=source, out=report_folder(proj, source),
+                           faces_a=proj.faces("A"), faces_b=proj.faces("B"), frames=frames, reference_faces=10,
+                           device="cpu")
+
+
 def test_evaluate_tab_job_writes_a_report_the_tab_lists_and_shows(evaluated_project, jobs, one_torch_thread):
-    from webapp.tabs.evaluate import _evaluate_job, _pick_video, _report_choices, report_view
+    from webapp.tabs.evaluate import _pick_video, _report_choices, report_view
+    from webapp.tasks import evaluate_task
 
     proj, clip = evaluated_project
     source = _pick_video(proj, str(clip), None)  # an upload is kept in the project and listed after
     assert source.parent == proj.uploads("evaluate") and source in proj.videos()
     assert _pick_video(proj, None, str(source.relative_to(proj.path))) == source
-    job = jobs.submit(proj.owner, proj.name, "evaluate", _evaluate_job(proj, source, 10, 10, "cpu"))
+    job = jobs.submit(proj.owner, proj.name, "evaluate", evaluate_task(proj, evaluation(proj, source, 10)))
     messages = set()
     wait_for(lambda: messages.add(getattr(job.progress, "message", None)) or not job.active, timeout=600)
     assert job.state == DONE, job.message
@@ -457,11 +468,11 @@ def test_evaluate_tab_job_writes_a_report_the_tab_lists_and_shows(evaluated_proj
 
 
 def test_a_stopped_evaluation_leaves_no_report(evaluated_project, jobs, one_torch_thread):
-    from webapp.tabs.evaluate import _evaluate_job
+    from webapp.tasks import evaluate_task
 
     proj, clip = evaluated_project
     before = proj.reports()
-    job = jobs.submit(proj.owner, proj.name, "evaluate", _evaluate_job(proj, clip, None, 10, "cpu"))
+    job = jobs.submit(proj.owner, proj.name, "evaluate", evaluate_task(proj, evaluation(proj, clip, None)))
     wait_for(lambda: job.progress is not None or not job.active, timeout=300)
     jobs.stop(job)
     wait_for(lambda: not job.active, timeout=300)
@@ -472,7 +483,8 @@ def test_a_stopped_evaluation_leaves_no_report(evaluated_project, jobs, one_torc
 
 
 def test_evaluate_tab_refuses_what_it_cannot_measure(evaluated_project, tmp_path):
-    from webapp.tabs.evaluate import _evaluate_job, _pick_video
+    from webapp.tabs.evaluate import _pick_video
+    from webapp.tasks import evaluate_task
 
     proj, clip = evaluated_project
     with pytest.raises(UserError, match="upload a video of A"):
@@ -484,9 +496,9 @@ def test_evaluate_tab_refuses_what_it_cannot_measure(evaluated_project, tmp_path
         _pick_video(proj, str(tmp_path / "notes.txt"), None)
     empty = Workspace(tmp_path / "ws").create("ann", "empty")
     with pytest.raises(UserError, match="no trained model yet"):
-        _evaluate_job(empty, clip, None, 10, "cpu")
+        evaluate_task(empty, evaluation(empty, clip, None))
     import shutil
 
     shutil.copytree(proj.model_dir, empty.model_dir, dirs_exist_ok=True)
     with pytest.raises(UserError, match="face set A is empty: extract faces of A first"):
-        _evaluate_job(empty, clip, None, 10, "cpu")
+        evaluate_task(empty, evaluation(empty, clip, None))

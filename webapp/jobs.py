@@ -571,8 +571,14 @@ def _decode(value):
     return {k: _decode(v) for k, v in value.items()}
 
 
+# job bodies that moved from the tabs to webapp.tasks: rows written before the move still find theirs, so a
+# deploy strands no queued or interrupted job (an evaluation's arguments changed: its old rows are lost)
+MOVED = {"webapp.tabs.faces:_extract": "webapp.tasks:extract", "webapp.tabs.train:_train": "webapp.tasks:train",
+         "webapp.tabs.swap:_render": "webapp.tasks:render", "webapp.tabs.export:_export": "webapp.tasks:export"}
+
+
 def _resolve(name: str):
-    module, _, qualname = name.partition(":")
+    module, _, qualname = MOVED.get(name, name).partition(":")
     if not module.startswith(_OWN_MODULES):
         raise ValueError(f"{name}: not one of this project's names")
     obj = importlib.import_module(module)
@@ -584,7 +590,11 @@ def _resolve(name: str):
 def _task_of(row: dict) -> Task | None:
     if not row["task"]:
         return None
-    return Task(_resolve(row["task"]), _decode(json.loads(row["args"] or "{}")))
+    try:
+        func = _resolve(row["task"])
+    except (ImportError, AttributeError):  # written by a version whose job bodies this one does not have
+        return None
+    return Task(func, _decode(json.loads(row["args"] or "{}")))
 
 
 def _encode_result(result) -> str | None:

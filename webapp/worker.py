@@ -22,7 +22,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app import add_queue_arguments, apply_media_limits
+    from webapp.flags import add_media_limit_arguments, add_queue_arguments, apply_media_limits
     from webapp.jobs import DONE, LANES, JobManager, Task, ping
     from webapp.projects import Workspace
 
@@ -32,9 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lanes", default=",".join(LANES), help="lanes this worker runs (default: %(default)s)")
     p.add_argument("--name", default=f"{socket.gethostname()}:worker",
                    help="this worker's name, kept on the jobs it runs (default: %(default)s)")
-    p.add_argument("--max-video-frames", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--max-video-pixels", type=float, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--max-image-pixels", type=float, default=0, help=argparse.SUPPRESS)
+    add_media_limit_arguments(p, shown=False)
     p.add_argument("action", nargs="?", choices=["run", "list", "cancel", "ping"], default="run")
     p.add_argument("job", nargs="?", type=int, help="the job id to cancel")
     args = p.parse_args(argv)

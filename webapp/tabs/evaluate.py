@@ -11,19 +11,20 @@ read the same report.
 from __future__ import annotations
 
 import html
-import shutil
-import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 
 from engine.errors import UserError
+from engine.evaluate.options import EvaluateOptions
 from engine.evaluate.report import SavedReport, format_value, read_report, standalone_html
-from engine.faces.faceset import face_count
-from webapp.jobs import DONE, Job, Task, describe
+from webapp import tasks
+from webapp.jobs import DONE, Job, describe
 from webapp.projects import Project, keep_uploads, split_uploads
+from webapp.settings_form import SettingsForm
 from webapp.state import Studio, active_view, job_controls, newly_done, progress_bar, publish
 
 POLL_S = 2.0
@@ -31,7 +32,17 @@ DEFAULT_FRAMES = 120
 PAGE_HEIGHT = 1400  # px of the report's iframe (it scrolls inside)
 
 
+NOT_SHOWN = {"strip": "the report's strip of pairs is sized for its page",
+             "smooth": "the swap's default landmark smoothing, as the Swap tab renders videos",
+             "detector": "auto: the detector extraction would pick",
+             "settings": "the swap's default settings, so that reports of different models compare"}
+GIVEN = {"model": "the project's model", "video": "the uploaded or picked video", "out": "a new report folder",
+         "faces_a": "the project's face set A", "faces_b": "the project's face set B",
+         "device": "the server's --device"}
+
+
 def render(studio: Studio) -> SimpleNamespace:
+    form = SettingsForm(EvaluateOptions, not_shown=NOT_SHOWN, given=GIVEN)
     gr.Markdown("Swap a video of **A** with the project's model and measure the result: is the face B's, "
                 "are A's expression and head pose kept, is it sharp, is the seam visible, does it flicker, "
                 "how fast is it. The face sets A and B of the project are the identity references.")
@@ -40,13 +51,15 @@ def render(studio: Studio) -> SimpleNamespace:
         with gr.Column():
             known = gr.Dropdown([], value=None, label="... or a video this project already has",
                                 elem_id="evaluate-known")
-            frames = gr.Number(DEFAULT_FRAMES, precision=0, minimum=0, label="Frames to measure",
-                               info="a sample spread over the video, in runs of 5 consecutive frames; "
-                                    "0 = the whole video through the full render (decode, swap, encode)",
-                               elem_id="evaluate-frames")
-            references = gr.Slider(10, 300, value=120, step=10, label="Reference faces per face set",
-                                   info="faces of A and of B embedded for the identity means",
-                                   elem_id="evaluate-references")
+            # the page's sample (the engine's default, None, is the whole video: slow on a CPU)
+            form.add("frames", gr.Number, value=DEFAULT_FRAMES, show=lambda n: n or 0,
+                     parse=lambda n: int(n or 0) or None, precision=0, minimum=0, label="Frames to measure",
+                     info="a sample spread over the video, in runs of 5 consecutive frames; "
+                          "0 = the whole video through the full render (decode, swap, encode)",
+                     elem_id="evaluate-frames")
+            form.add("reference_faces", gr.Slider, minimum=10, maximum=300, step=10,
+                     label="Reference faces per face set", info="faces of A and of B embedded for the identity means",
+                     elem_id="evaluate-references")
     start, stop, bar, status = job_controls("evaluate", "Evaluate")
     report = gr.Dropdown([], value=None, label="Report", info="newest first", elem_id="evaluate-report")
     page = gr.HTML("", elem_id="evaluate-page")
@@ -55,7 +68,7 @@ def render(studio: Studio) -> SimpleNamespace:
                            elem_id="evaluate-swapped")
         files = gr.File(label="Download the report (zip: report.html with its images, report.json)",
                         interactive=False, elem_id="evaluate-files")
-    return SimpleNamespace(video=video, known=known, frames=frames, references=references, start=start, stop=stop,
+    return SimpleNamespace(form=form, video=video, known=known, start=start, stop=stop,
                            bar=bar, status=status, report=report, page=page, swapped=swapped, files=files,
                            timer=gr.Timer(POLL_S), seen=gr.State({}))
 
@@ -63,16 +76,16 @@ def render(studio: Studio) -> SimpleNamespace:
 def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
     shown = [ui.page, ui.swapped, ui.files]
 
-    def start(name, video, known, frames, references, request: gr.Request):
+    @ui.form.takes
+    def start(name, video, known, settings: Callable[..., EvaluateOptions], request: gr.Request):
         proj = studio.project(request, name)
         try:
             source = _pick_video(proj, video, known)
-            frames = int(frames or 0)
-            if frames == 1 or frames < 0:
-                raise UserError(f"frames to measure: {frames}; use 2 or more, or 0 for the whole video")
-            studio.submit(proj, "evaluate",
-                               _evaluate_job(proj, source, frames or None, int(references), studio.device),
-                               lane="media")
+            options = settings(model=proj.model_dir, video=source, out=tasks.report_folder(proj, source),
+                               faces_a=proj.faces("A"), faces_b=proj.faces("B"), device=studio.device)
+            if options.frames is not None and options.frames < 2:
+                raise UserError(f"frames to measure: {options.frames}; use 2 or more, or 0 for the whole video")
+            studio.submit(proj, "evaluate", tasks.evaluate_task(proj, options), lane="media")
         except UserError as err:
             raise gr.Error(str(err)) from err
         return {}
@@ -112,7 +125,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
             raise gr.Error(str(err)) from err
 
     poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.status, ui.report, ui.known, ui.seen])
-    ui.start.click(start, inputs=[project, ui.video, ui.known, ui.frames, ui.references],
+    ui.start.click(start, inputs=[project, ui.video, ui.known, *ui.form.components],
                    outputs=ui.seen).then(poll, **poll_io)
     ui.stop.click(stop, inputs=project).then(poll, **poll_io)
     ui.timer.tick(poll, **poll_io, show_progress="hidden", concurrency_limit=None)
@@ -134,35 +147,6 @@ def _pick_video(proj: Project, upload: str | None, known: str | None) -> Path:
                 return path
         raise UserError(f"the project has no video {known!r} any more: upload it again")
     raise UserError("upload a video of A (or pick one the project has) first")
-
-
-def _evaluate_job(proj: Project, source: Path, frames: int | None, references: int, device: str):
-    from engine.models import is_model_dir
-
-    if not is_model_dir(proj.model_dir):
-        raise UserError("this project has no trained model yet: train one first (Train tab)")
-    for side in ("A", "B"):
-        if face_count(proj.faces(side)) == 0:
-            raise UserError(f"face set {side} is empty: extract faces of {side} first (Face sets tab)")
-
-    return Task(_evaluate, {"proj": proj, "source": source, "frames": frames, "references": references,
-                            "device": device})
-
-
-def _evaluate(job: Job, proj: Project, source: Path, frames: int | None, references: int, device: str) -> Path | None:
-    from engine.evaluate.run import EvaluateOptions, evaluate
-
-    out = proj.evaluations / f"{source.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    options = EvaluateOptions(model=proj.model_dir, video=source, out=out, faces_a=proj.faces("A"),
-                              faces_b=proj.faces("B"), frames=frames, reference_faces=references,
-                              device=device)
-    finished = False
-    try:
-        finished = evaluate(options, listeners=[job.listen], stop=job.stop)["status"] == "done"
-    finally:
-        if not finished:  # stopped or failed: no half report left to be mistaken for a whole one
-            shutil.rmtree(out, ignore_errors=True)
-    return out if finished else None
 
 
 def _job_view(studio: Studio, job: Job | None) -> tuple[str, str]:

@@ -9,9 +9,7 @@ for download, and a stopped or failed export leaves nothing.
 
 from __future__ import annotations
 
-import shutil
-import time
-import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,23 +18,30 @@ import gradio as gr
 from engine.errors import UserError
 from engine.export.options import COMPRESSIONS, ExportOptions
 from engine.media import is_video
-from engine.progress import Progress
-from webapp.jobs import DONE, Job, Task, describe
+from webapp import tasks
+from webapp.jobs import DONE, Job, describe
 from webapp.projects import Project, keep_uploads, split_uploads
+from webapp.settings_form import SettingsForm
 from webapp.state import Studio, active_view, job_controls, newly_done, progress_bar, publish
 
 POLL_S = 2.0
-KIND = "export"
+KIND = tasks.EXPORT
 DEFAULT_FRAMES = 300  # per clip: a dataset of long clips is a long job on a CPU
 SPLIT_CHOICES = [
     ("by identity: nobody in two splits, the face put in included (one model: only train gets fakes)", "identity"),
     ("by source: the clips' people apart; the model's face appears in every split", "source"),
 ]
-STORED = {".mp4", ".png"}  # compressed already: stored as they are, which keeps zipping fast
+
+
+NOT_SHOWN = {"crop_scale": "the face box x1.3, as most detectors train on", "crop_every": "a crop of every frame",
+             "split": "FaceForensics++'s 70/15/15", "seed": "fixed, so that an export can be made again",
+             "detector": "auto: the detector extraction would pick"}
+GIVEN = {"videos": "the picked and uploaded videos", "models": "the project's model, named after the project",
+         "out": "a new dataset folder, zipped", "device": "the server's --device"}
 
 
 def render(studio: Studio) -> SimpleNamespace:
-    d = ExportOptions
+    form = SettingsForm(ExportOptions, not_shown=NOT_SHOWN, given=GIVEN)
     gr.Markdown("Build a **deepfake-detector training set**: real clips and the project model's swaps of them, laid "
                 "out as FaceForensics++ (original and manipulated videos at each compression, a binary mask per "
                 "fake frame, a manifest, a train/val/test split), as one zip. For detector training only: every "
@@ -48,39 +53,36 @@ def render(studio: Studio) -> SimpleNamespace:
             upload = gr.File(label="... and/or upload videos of real people", file_count="multiple",
                              file_types=["video"], height=140, elem_id="export-upload")
         with gr.Column():
-            compressions = gr.CheckboxGroup(list(COMPRESSIONS), value=list(d.compressions),
-                                            label="Compression (H.264 crf 0, 23, 40, as FF++)",
-                                            elem_id="export-compressions")
-            frames = gr.Number(DEFAULT_FRAMES, precision=0, minimum=0, label="Frames per clip",
-                               info="the first N frames of each clip; 0 = all", elem_id="export-frames")
-            split_by = gr.Radio(SPLIT_CHOICES, value=d.split_by, label="Split", elem_id="export-split-by")
+            form.add("compressions", gr.CheckboxGroup, choices=list(COMPRESSIONS), show=list,
+                     label="Compression (H.264 crf 0, 23, 40, as FF++)", elem_id="export-compressions")
+            # the page's first N frames (the engine's default, None, is every frame: slow on a CPU)
+            form.add("max_frames", gr.Number, value=DEFAULT_FRAMES, show=lambda n: n or 0,
+                     parse=lambda n: int(n or 0) or None, precision=0, minimum=0, label="Frames per clip",
+                     info="the first N frames of each clip; 0 = all", elem_id="export-frames")
+            form.add("split_by", gr.Radio, choices=SPLIT_CHOICES, label="Split", elem_id="export-split-by")
             with gr.Row():
-                crops = gr.Checkbox(d.crops, label="Face crops too (PNG, face box x1.3)", elem_id="export-crops")
-                balance = gr.Checkbox(d.balance, label="Balance real and fake frames", elem_id="export-balance")
-                watermark = gr.Checkbox(d.watermark, label="Watermark the swapped faces",
-                                        elem_id="export-watermark")
+                form.add("crops", gr.Checkbox, label="Face crops too (PNG, face box x1.3)", elem_id="export-crops")
+                form.add("balance", gr.Checkbox, label="Balance real and fake frames", elem_id="export-balance")
+                form.add("watermark", gr.Checkbox, label="Watermark the swapped faces", elem_id="export-watermark")
     start, stop, bar, status = job_controls("export", "Export dataset")
     download = gr.File(label="Dataset (zip)", interactive=False, elem_id="export-download")
-    return SimpleNamespace(known=known, upload=upload, compressions=compressions, frames=frames, split_by=split_by,
-                           crops=crops, balance=balance, watermark=watermark, start=start, stop=stop, bar=bar,
+    return SimpleNamespace(form=form, known=known, upload=upload, start=start, stop=stop, bar=bar,
                            status=status, download=download, timer=gr.Timer(POLL_S), seen=gr.State({}))
 
 
 def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
-    def start(name, known, uploads, compressions, frames, split_by, crops, balance, watermark,
-              request: gr.Request):
+    @ui.form.takes
+    def start(name, known, uploads, settings: Callable[..., ExportOptions], request: gr.Request):
         proj = studio.project(request, name)
         try:
             videos = pick_videos(proj, known or [], uploads or [])
-            if not compressions:
+            # videos, models and out are the job's to fill: the uploads are kept first, the folder made last
+            options = settings(videos=[], models=[], out=Path(), device=studio.device)
+            if not options.compressions:
                 raise UserError("tick at least one compression level")
-            frames = int(frames or 0)
-            if frames < 0:
-                raise UserError(f"frames per clip: {frames}; use 1 or more, or 0 for every frame")
-            options = ExportOptions(videos=[], models=[], out=Path(), compressions=tuple(compressions),
-                                    crops=bool(crops), split_by=split_by, balance=bool(balance),
-                                    max_frames=frames or None, watermark=bool(watermark), device=studio.device)
-            studio.submit(proj, KIND, export_job(proj, videos, options), lane="media")
+            if options.max_frames is not None and options.max_frames < 0:
+                raise UserError(f"frames per clip: {options.max_frames}; use 1 or more, or 0 for every frame")
+            studio.submit(proj, KIND, tasks.export_task(proj, videos, options), lane="media")
         except UserError as err:
             raise gr.Error(str(err)) from err
         return {}
@@ -105,26 +107,15 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         proj = studio.project(request, name)
         job = studio.jobs.find(proj.owner, proj.name, KIND)
         seen = {"shown": job.id} if job is not None and job.state == DONE else {}
-        zips = exports(proj)
+        zips = tasks.exports(proj)
         return _video_choices(proj), publish(zips[0]) if zips else None, seen
 
     poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.status, ui.download, ui.known, ui.seen])
-    ui.start.click(start, inputs=[project, ui.known, ui.upload, ui.compressions, ui.frames, ui.split_by, ui.crops,
-                                  ui.balance, ui.watermark], outputs=ui.seen).then(poll, **poll_io)
+    ui.start.click(start, inputs=[project, ui.known, ui.upload, *ui.form.components],
+                   outputs=ui.seen).then(poll, **poll_io)
     ui.stop.click(stop, inputs=project).then(poll, **poll_io)
     ui.timer.tick(poll, **poll_io, show_progress="hidden", concurrency_limit=None)
     project.change(opened, inputs=project, outputs=[ui.known, ui.download, ui.seen]).then(poll, **poll_io)
-
-
-def exports_dir(proj: Project) -> Path:
-    return proj.outputs / "exports"
-
-
-def exports(proj: Project) -> list[Path]:
-    """The project's finished export zips, newest first."""
-    folder = exports_dir(proj)
-    found = [p for p in folder.glob("*.zip") if not p.name.startswith(".")] if folder.is_dir() else []
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def pick_videos(proj: Project, known: list[str], uploads: list[str]) -> list[Path]:
@@ -144,55 +135,6 @@ def pick_videos(proj: Project, known: list[str], uploads: list[str]) -> list[Pat
     if not videos:
         raise UserError("pick or upload at least one video of a real person first")
     return list(dict.fromkeys(videos))
-
-
-def export_job(proj: Project, videos: list[Path], settings: ExportOptions):
-    """The job: export with the project's model (named after the project), zip, keep only the zip."""
-    from engine.models import is_model_dir
-
-    if not is_model_dir(proj.model_dir):
-        raise UserError("this project has no trained model yet: train one first (Train tab)")
-    return Task(_export, {"proj": proj, "videos": list(videos), "settings": settings})
-
-
-def _export(job: Job, proj: Project, videos: list[Path], settings: ExportOptions) -> dict | None:
-    from dataclasses import replace
-
-    from engine.export.options import ModelInput, VideoInput
-    from engine.export.run import export_dataset
-
-    name = f"dataset-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = exports_dir(proj) / name
-    options = replace(settings, videos=[VideoInput(v) for v in videos],
-                      models=[ModelInput(proj.model_dir, proj.name)], out=out)
-    try:
-        report = export_dataset(options, listeners=[job.listen], stop=job.stop)
-        if report.status != "done":
-            return None
-        last = job.progress
-        job.listen(Progress(KIND, last.step if last else 0, last.total if last else None,
-                            message="zipping the dataset"))
-        target = zip_folder(out)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-    fakes = sum(r["label"] == "fake" for r in report.rows)
-    return {"zip": str(target), "real": len(report.rows) - fakes, "fake": fakes, "crops": report.crops,
-            "skipped": report.skipped, "notes": report.notes}
-
-
-def zip_folder(folder: Path) -> Path:
-    """`folder` as `<folder>.zip` beside it (members under `<folder name>/`), written under a temporary name."""
-    from engine.atomic import write_with
-
-    target = folder.with_suffix(".zip")
-
-    def write(tmp: Path) -> None:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                zf.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}",
-                         compress_type=zipfile.ZIP_STORED if path.suffix in STORED else zipfile.ZIP_DEFLATED)
-    write_with(target, write)
-    return target
 
 
 def _job_view(studio: Studio, job: Job | None) -> tuple[str, str]:

@@ -17,7 +17,8 @@ from engine.errors import UserError
 from engine.faces.detectors import DETECTORS, choose_detector
 from engine.faces.extract import ExtractOptions
 from engine.faces.faceset import FaceSet, faceset_stamp
-from webapp.jobs import DONE, RUNNING, STOPPED, Job, Task, describe
+from webapp import tasks
+from webapp.jobs import DONE, RUNNING, STOPPED, Job, describe
 from webapp.projects import SIDES, Project, keep_uploads, split_uploads
 from webapp.state import Studio, progress_bar, publish, waiting_view
 
@@ -97,7 +98,7 @@ def _listen_side(studio: Studio, side: str, s: SimpleNamespace, ui: SimpleNamesp
         try:
             studio.check_quota(proj.owner)  # before the uploads are kept
             inputs = keep_uploads(proj, side, usable)
-            studio.submit(proj, kind, _extract_job(proj, side, inputs, opts), lane="media")
+            studio.submit(proj, kind, tasks.extract_task(proj, side, inputs, opts), lane="media")
         except UserError as err:
             raise gr.Error(str(err)) from err
         return None
@@ -148,16 +149,6 @@ def _listen_side(studio: Studio, side: str, s: SimpleNamespace, ui: SimpleNamesp
     s.page.change(poll, **poll_io)
     s.gallery.select(toggle, inputs=[s.shown, s.marked], outputs=s.marked)
     s.remove.click(remove, inputs=[project, s.marked], outputs=[s.marked, s.seen]).then(poll, **poll_io)
-
-
-def _extract_job(project: Project, side: str, inputs: list[Path], opts: ExtractOptions) -> Task:
-    return Task(_extract, {"project": project, "side": side, "inputs": list(inputs), "opts": opts})
-
-
-def _extract(job: Job, project: Project, side: str, inputs: list[Path], opts: ExtractOptions):
-    from engine.faces.extract import extract
-
-    return extract(inputs, project.faces(side), opts, listeners=[job.listen], stop=job.stop)
 
 
 def _job_view(studio: Studio, job: Job | None, side: str) -> tuple[str, str]:

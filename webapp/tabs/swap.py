@@ -10,6 +10,7 @@ the photo preview stays usable while it runs; the result plays back with its sou
 from __future__ import annotations
 
 import base64
+import functools
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,8 +22,9 @@ from engine.errors import UserError
 from engine.swap.blend import BLEND_MODES
 from engine.swap.color import COLOR_MODES
 from engine.swap.settings import SwapSettings
-from webapp.jobs import DONE, RUNNING, Job, Task, describe, format_eta
-from webapp.projects import Project, keep_uploads, split_uploads
+from webapp import tasks
+from webapp.jobs import DONE, RUNNING, Job, describe, format_eta
+from webapp.projects import keep_uploads, split_uploads
 from webapp.settings_form import SettingsForm
 from webapp.state import Studio, newly_done, progress_bar, publish, waiting_view
 
@@ -122,13 +124,10 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
     def video_loaded(video):
         if not video:
             return gr.update(maximum=1, value=0), None
-        from engine.media import probe_video
-
         try:
-            info = probe_video(video)
+            frames = _video_info(video).frames
         except UserError as err:
             raise gr.Error(str(err).replace(video, Path(video).name)) from err
-        frames = max(1, round(info.duration * info.avg_fps))
         return gr.update(maximum=max(1, frames - 1), value=0, label=f"Preview frame (of {frames})"), None
 
     @form.takes
@@ -150,7 +149,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
             settings.check()
             source = keep_uploads(proj, "swap", usable)[0]
             out = proj.outputs / f"{source.stem}-{settings.direction}-{time.strftime('%Y%m%d-%H%M%S')}.mp4"
-            studio.submit(proj, "render", _render_job(proj, source, out, settings, studio.device),
+            studio.submit(proj, "render", tasks.render_task(proj, source, out, settings, studio.device),
                                lane="media")
         except UserError as err:
             raise gr.Error(str(err)) from err
@@ -209,33 +208,26 @@ def _photo(payload: dict | None) -> np.ndarray | None:
 
 
 def _read_frame(video: str, index: int) -> np.ndarray:
-    """Frame `index` of the video (decoded from the start: fine for the short clips one previews)."""
-    from engine.media import read_frames
+    """Frame `index` of the video, found by seeking (engine.video_reader.read_frame); the slider's last frame
+    if the video holds fewer."""
+    from engine.video_reader import read_frame
 
-    last = None
     try:
-        for i, rgb in read_frames(video):
-            last = rgb
-            if i >= index:
-                break
+        info = _video_info(video)
+        return read_frame(info, min(index, info.frames - 1))
     except UserError as err:
-        if last is None:
-            raise gr.Error(str(err).replace(video, Path(video).name)) from err
-    if last is None:
-        raise gr.Error("the video has no frames to preview")
-    return np.array(last)
+        raise gr.Error(str(err).replace(video, Path(video).name)) from err
 
 
-def _render_job(project: Project, source: Path, out: Path, settings: SwapSettings, device: str) -> Task:
-    return Task(_render, {"project": project, "source": source, "out": out, "settings": settings, "device": device})
+@functools.lru_cache(maxsize=4)
+def _video_info(video: str):
+    """The probed video with its frame times, kept while its frames are previewed (an upload's path is its own)."""
+    from engine.video_reader import probe_video
 
-
-def _render(job: Job, project: Project, source: Path, out: Path, settings: SwapSettings, device: str) -> Path | None:
-    from engine.swap.pipeline import Swapper
-    from engine.swap.video import swap_video
-
-    swapper = Swapper(project.model_dir, settings, device=device)  # its own: settings fixed for the render
-    return swap_video(swapper, source, out, listeners=[job.listen], stop=job.stop).out
+    info = probe_video(video)
+    if info.frames == 0:
+        raise UserError(f"{video}: the video has no frames to preview")
+    return info
 
 
 def _render_view(studio: Studio, job: Job | None) -> tuple[str, str]:

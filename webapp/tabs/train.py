@@ -23,7 +23,8 @@ from engine.models import folder as model_folder
 from engine.precision import NAMES, PRECISIONS
 from engine.precision import check as check_precision
 from engine.train.config import TrainConfig
-from webapp.jobs import QUEUED, RUNNING, Job, Task, format_eta, ordinal
+from webapp import tasks
+from webapp.jobs import QUEUED, RUNNING, Job, format_eta, ordinal
 from webapp.projects import Project, export_model, import_model
 from webapp.settings_form import SettingsForm
 from webapp.state import Studio, progress_bar, publish
@@ -114,7 +115,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
             config = _config(studio, proj, settings, resume)
             info = {field: getattr(config, field) for field in form.names}  # the form shows them after a reload
             info["preset"] = config.preset or model_folder.summary(proj.model_dir)["preset"]
-            job = studio.submit(proj, "train", _train_job(config), lane="train", info=info)
+            job = studio.submit(proj, "train", tasks.train_task(config), lane="train", info=info)
         except UserError as err:
             raise gr.Error(str(err)) from err
         place = studio.jobs.position(job)
@@ -262,26 +263,6 @@ def _config(studio: Studio, proj: Project, settings: Callable[..., TrainConfig],
     return replace(config, preset=None if resume else config.preset,  # a resumed model keeps its own preset
                    preview_every=max(1, config.preview_every), save_every=max(1, config.save_every),
                    precision=check_precision(config.precision or "auto"))
-
-
-def _train_job(config) -> Task:
-    """The training as a task that survives a restart: after an interruption it resumes from its last save."""
-    return Task(_train, {"config": config}, resume={"config": replace(config, resume=True)})
-
-
-def _train(job: Job, config) -> dict:
-    from engine.models import is_model_dir
-    from engine.train.trainer import train
-
-    if config.resume and not is_model_dir(config.model_dir):  # interrupted before its first save
-        config = replace(config, resume=False)
-    if config.resume:
-        job.add_losses(model_folder.loss_history(config.model_dir))  # the chart goes on where it ended
-    result = train(config, listeners=[job.listen], stop=job.stop)
-    if result.status == "diverged":
-        raise UserError(f"training diverged (loss became NaN/Inf) at iteration {result.iteration}: the model "
-                        "keeps its last good save; lower the learning rate or the batch size and Resume")
-    return {"status": result.status, "iteration": result.iteration}  # not the model: free its memory
 
 
 def _status(studio: Studio, proj: Project, job: Job | None) -> tuple[str, str]:
