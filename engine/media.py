@@ -1,8 +1,7 @@
 """Read images (PIL): RGB uint8, EXIF orientation honoured, corrupt files and decompression bombs refused.
 
 Which files are media is decided here by suffix; videos are read by `engine.video_reader` (PyAV)
-and written by `engine.video_writer`. `probe_video`, `read_frames` and `VideoInfo` are importable
-from here as well, for the callers that know them by this module.
+and written by `engine.video_writer`.
 """
 
 from __future__ import annotations
@@ -15,10 +14,6 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from engine.errors import UserError
-from engine.video_reader import VideoInfo, probe_video, read_frames
-
-__all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "MAX_IMAGE_PIXELS", "VideoInfo", "decode_image", "ffmpeg_exe",
-           "is_image", "is_video", "probe_video", "read_frames", "read_image"]
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jfif"}
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from engine.faces.align import FACESET_COVERAGE, recrop_matrix, template_points, warp_face
+from engine.faces.crops import center_crop_batch
 from engine.faces.mask import face_region_mask
-from engine.train.augment import MODEL_COVERAGE, center_crop_batch, warp_batch
+from engine.models import MODEL_COVERAGE
+from engine.train.augment import warp_batch
 
 S, R = 128, 64  # small face-set crops keep the tests fast; the geometry does not depend on size
 NO_AUGMENT = {"rotation": 0.0, "zoom": 0.0, "shift": 0.0, "flip": 0.0}

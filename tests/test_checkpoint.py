@@ -16,12 +16,10 @@ import torch
 from test_train import tiny
 
 from engine.models import build_model, load_model
+from engine.models.folder import OPTIMIZER, LossHistory, TrainingState
 from engine.train import train
 from engine.train.checkpoint import (
-    OPTIMIZER,
     BrokenModelError,
-    LossHistory,
-    TrainingState,
     copy_matching_weights,
     load,
     save,

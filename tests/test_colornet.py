@@ -180,7 +180,8 @@ def test_train_color_cli_resumes_and_refuses_to_overwrite(swap_model, tmp_path, 
 
 def test_color_net_swaps_a_photo_at_the_networks_size(swap_model, data_dir):
     from engine.media import read_image
-    from engine.swap.pipeline import Swapper, SwapSettings
+    from engine.swap.pipeline import Swapper
+    from engine.swap.settings import SwapSettings
 
     folder = swap_model[0]
     photo = read_image(data_dir / "photos" / "obama-480p.jpg")
@@ -210,7 +211,8 @@ def test_color_net_swaps_a_photo_at_the_networks_size(swap_model, data_dir):
 def test_net_mode_on_a_model_without_a_colour_net_is_a_user_error(swap_model, data_dir, tmp_path):
     import shutil
 
-    from engine.swap.pipeline import Swapper, SwapSettings
+    from engine.swap.pipeline import Swapper
+    from engine.swap.settings import SwapSettings
 
     folder = tmp_path / "m"
     shutil.copytree(swap_model[0], folder)

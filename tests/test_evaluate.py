@@ -33,10 +33,10 @@ def frames(data_dir):
 def placed(frames, mtcnn):
     """Where a swap would paste in each frame: MTCNN landmarks, the swap's matrix and blend mask."""
     from engine.faces import align
+    from engine.models import MODEL_COVERAGE
     from engine.swap.masks import blend_mask
     from engine.swap.pipeline import SwappedFace
     from engine.swap.settings import BLEND_SIZE
-    from engine.train.augment import MODEL_COVERAGE
 
     mask = blend_mask(BLEND_SIZE, MODEL_COVERAGE, blur=6)
     out = []

@@ -65,7 +65,7 @@ def _clip(data_dir: Path, out: Path, frames: int = 8) -> Path:
     """The first frames of talk2 at 320 px: a render of a few seconds on a CPU."""
     import cv2
 
-    from engine.media import read_frames
+    from engine.video_reader import read_frames
     from engine.video_writer import VideoWriter
 
     with VideoWriter(out, 320, 320, 25) as writer:

@@ -10,8 +10,10 @@ from skimage import color
 from engine.cli import main as cli_main
 from engine.errors import UserError
 from engine.faces import align
-from engine.media import read_frames, read_image
-from engine.swap.pipeline import Swapper, SwapSettings
+from engine.media import read_image
+from engine.swap.pipeline import Swapper
+from engine.swap.settings import SwapSettings
+from engine.video_reader import read_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -40,7 +42,7 @@ def _core(face, shape) -> np.ndarray:
 
 def test_faces_are_cut_at_the_models_coverage_and_resolution_and_pasted_inside_their_mask(swapper, frame,
                                                                                         monkeypatch):
-    from engine.train.augment import MODEL_COVERAGE
+    from engine.models import MODEL_COVERAGE
 
     seen = []
     render = swapper._render

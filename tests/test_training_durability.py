@@ -22,10 +22,10 @@ from engine import atomic
 from engine.cli import main as cli_main
 from engine.errors import UserError
 from engine.models import build_model, load_model, save_model
-from engine.models.folder import LOCK, portable_files
+from engine.models.folder import LOCK, OPTIMIZER, portable_files
 from engine.models.lock import FolderBusyError, training_lock
 from engine.train import ColorConfig, train, train_color
-from engine.train.checkpoint import OPTIMIZER, load, weights_finite
+from engine.train.checkpoint import load, weights_finite
 from engine.train.trainer import Session
 
 REPO = Path(__file__).resolve().parents[1]

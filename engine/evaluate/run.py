@@ -24,8 +24,6 @@ from .meter import FrameMeter
 from .options import EvaluateOptions
 from .report import StripCollector, SwapFacts, build_report, write_report
 
-__all__ = ["EvaluateOptions", "Stopped", "evaluate"]
-
 
 def evaluate(options: EvaluateOptions, listeners: Iterable[Listener] = (), stop: StopFlag | None = None) -> dict:
     """Run the evaluation and write report.json, report.html and plots into `options.out`.

@@ -5,29 +5,34 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.faces.align import FACESET_COVERAGE
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from engine.faces.extract import ExtractOptions
+
+    d = ExtractOptions  # the defaults live on the options (no torch imported for them)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders (recursive), .zip archives, videos")
     p.add_argument("--out", required=True, metavar="FACESET", help="face set folder (created or extended)")
-    p.add_argument("--detector", default="auto", choices=["auto", "retinaface", "mtcnn"],
-                   help="auto = RetinaFace when its weights are present, else MTCNN (default: auto)")
-    p.add_argument("--size", type=int, default=256, help="aligned face size in px (default: 256)")
-    p.add_argument("--coverage", type=float, default=FACESET_COVERAGE,
-                   help=f"share of the crop the face square covers (default: {FACESET_COVERAGE})")
-    p.add_argument("--every", type=int, default=1, metavar="N", help="keep every Nth video frame")
-    p.add_argument("--min-face", type=int, default=40, metavar="PX", help="smallest face box side kept (default: 40)")
-    p.add_argument("--min-score", type=float, default=0.9, help="lowest detector score kept (default: 0.9)")
-    p.add_argument("--min-blur", type=float, default=0.0,
-                   help="lowest sharpness (variance of Laplacian) kept; 0 keeps all (default: 0)")
-    p.add_argument("--select", default="largest", choices=["largest", "all"],
-                   help="faces per image or frame (default: largest)")
-    p.add_argument("--batch-size", type=int, default=8, help="video frames per detector call (default: 8)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--pad", type=float, default=0.0, metavar="SHARE",
+    p.add_argument("--detector", default=d.detector, choices=["auto", "retinaface", "mtcnn"],
+                   help="auto = RetinaFace when its weights are present, else MTCNN (default: %(default)s)")
+    p.add_argument("--size", type=int, default=d.size, help="aligned face size in px (default: %(default)s)")
+    p.add_argument("--coverage", type=float, default=d.coverage,
+                   help="share of the crop the face square covers (default: %(default)s)")
+    p.add_argument("--every", type=int, default=d.every, metavar="N",
+                   help="keep every Nth video frame (default: %(default)s)")
+    p.add_argument("--min-face", type=int, default=d.min_face, metavar="PX",
+                   help="smallest face box side kept (default: %(default)s)")
+    p.add_argument("--min-score", type=float, default=d.min_score,
+                   help="lowest detector score kept (default: %(default)s)")
+    p.add_argument("--min-blur", type=float, default=d.min_blur,
+                   help="lowest sharpness (variance of Laplacian) kept; 0 keeps all (default: %(default)s)")
+    p.add_argument("--select", default=d.select, choices=["largest", "all"],
+                   help="faces per image or frame (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="video frames per detector call (default: %(default)s)")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--pad", type=float, default=d.pad, metavar="SHARE",
                    help="pad photos by this share of their longer side (edge pixels repeated) before "
-                        "detecting: for tight face crops such as LFW's (try 0.5; default: 0)")
+                        "detecting: for tight face crops such as LFW's (try 0.5; default: %(default)s)")
     p.add_argument("--person-from-folder", action="store_true",
                    help="record each photo's folder name as the person in faces.json (LFW's name/photo layout)")
 

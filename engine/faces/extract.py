@@ -22,8 +22,9 @@ from engine.faces import align
 from engine.faces.detection import Detector, Face, largest
 from engine.faces.faceset import FaceSet
 from engine.faces.inputs import MediaItem, Skipped, collect, remove_tree, safe_stem
-from engine.media import decode_image, probe_video, read_frames
+from engine.media import decode_image
 from engine.progress import Listener, Reporter, StopFlag
+from engine.video_reader import probe_video, read_frames
 
 log = logging.getLogger(__name__)
 # faces.json is rewritten whole: after every video, but for photos at most this often, so that a folder
@@ -148,7 +149,7 @@ def _frames_to_read(item: MediaItem, every: int) -> int:
         info = probe_video(item.file)
     except UserError:
         return 1
-    return max(1, int(np.ceil(info.duration * info.avg_fps / every)))
+    return max(1, (info.frames + every - 1) // every)
 
 
 class _Run:

@@ -33,12 +33,8 @@ from engine.atomic import write_json, write_with
 from engine.errors import UserError
 
 from .colornet import ColorNet, build_color_net
-from .folder import COLOR_KEY, COLOR_WEIGHTS, CONFIG, KIND, WEIGHTS, is_model_dir, read_config
+from .folder import COLOR_KEY, COLOR_WEIGHTS, CONFIG, KIND, WEIGHTS, read_config
 from .model import FaceSwapModel, ModelLimitError, build_model
-
-__all__ = ["save_model", "load_model", "check_model", "save_color_net", "load_color_net", "has_color_net",
-           "is_model_dir", "MAX_MODEL_PARAMETERS",
-           "WEIGHTS", "CONFIG", "KIND", "COLOR_WEIGHTS", "COLOR_KEY"]  # names re-exported from .folder
 
 # Parameters a loaded model (or colour net) may have: above the largest built-in setting (intracoder at
 # 512 px, ~550 M; the `original` preset is ~82 M), at 4 bytes each ~2.4 GB. A module constant a host

@@ -52,9 +52,6 @@ from engine.swap.masks import blend_mask
 from engine.swap.selection import FaceSelector
 from engine.swap.settings import BLEND_SIZE, DETECT_SIZE, DIRECTIONS, NET_MODE, SwapSettings
 
-__all__ = ["BLEND_SIZE", "DETECT_SIZE", "DIRECTIONS", "MIN_SCORE", "NET_MODE", "STAGES", "SwapSettings",
-           "SwappedFace", "Swapper", "auto_color_mode"]  # the settings' names too, for their old callers
-
 MIN_SCORE = ExtractOptions.min_score  # the same bar as extraction, so swapped faces look like trained ones
 _SUPPORT_MARGIN = 4  # px of the aligned crop kept around the mask: the clone's boundary reads them
 STAGES = ("decode", "detect", "track", "model", "colour", "blend", "mark", "encode")

@@ -21,11 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from engine.faces.align import FACESET_COVERAGE
-from engine.faces.crops import apply_affine, center_crop_batch, pixel_grid, prefilter, recrop_theta, sample
+from engine.faces.crops import apply_affine, pixel_grid, prefilter, recrop_theta, sample
 from engine.faces.mask import face_region_mask
-from engine.models import MODEL_COVERAGE
-
-__all__ = ["warp_batch", "center_crop_batch", "MODEL_COVERAGE"]  # the last two re-exported for old callers
 
 WARP_GRID = 5  # control points per side of the random warp
 WARP_REFERENCE_SIDE = 256  # the warp strength is given in pixels of a face-set crop this big

@@ -31,17 +31,11 @@ from engine.models.folder import (
     OPTIMIZER,
     REFUSED_SUFFIX,
     SNAPSHOTS,
-    LossHistory,
     TrainingState,
     check_model_dir,
     training_state,
     write_history,
 )
-
-__all__ = ["BrokenModelError", "save", "load", "restore", "load_optimizer_state", "load_optimizer_into",
-           "set_aside_optimizer", "optimizer_mismatch", "save_snapshot",
-           "save_backup_if_better", "copy_matching_weights", "weights_finite",
-           "OPTIMIZER", "LossHistory", "TrainingState"]  # the last three re-exported from engine.models.folder
 
 log = logging.getLogger(__name__)
 

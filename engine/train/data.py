@@ -24,9 +24,6 @@ log = logging.getLogger(__name__)
 # every source keeps its share. A module constant a host can change.
 MAX_TRAINING_FACES = 20_000
 
-__all__ = ["FacePool", "BatchSampler", "load_pool", "preview_faces", "rank_indices",
-           "open_faceset"]  # the last re-exported for old callers: it lives in engine.faces.faceset
-
 
 @dataclass
 class FacePool:

@@ -32,8 +32,6 @@ from .loop import SIDES, LoopSession, TrainResult, drive, held_folder, joined, r
 from .losses import make_loss, mask_loss
 from .preview import render_grid, write_preview
 
-__all__ = ["TrainConfig", "TrainResult", "Session", "train", "open_model", "model_coverage"]
-
 log = logging.getLogger(__name__)
 LAYOUT = torch.channels_last  # the model's and its inputs' memory layout (bench/train.py: fp32_cl, bf16_cl)
 
@@ -238,8 +236,3 @@ def start_from_prior(model: nn.Module, choice: str) -> str:
         what = prior.describe(path, prior.load_into(model, path))
     log.info("new model starts from %s", what)
     return what
-
-
-def model_coverage(model: nn.Module) -> float:
-    """Deprecated: use `model.coverage` (kept until engine.swap and engine.evaluate have switched)."""
-    return float(model.coverage)
