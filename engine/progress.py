@@ -97,6 +97,10 @@ class StopFlag:
         return self._event.is_set()
 
 
+class Stopped(Exception):
+    """Raised out of a loop when its StopFlag is set; the caller turns it into a result with no output."""
+
+
 class TqdmListener:
     """Shows progress events as a tqdm bar on the terminal, with the metrics as a postfix."""
 

@@ -193,7 +193,7 @@ def test_color_net_swaps_a_photo_at_the_networks_size(swap_model, data_dir):
     rendered = []
     net_faces = swapper._net_faces
     swapper._net_faces = lambda *a: (rendered.append(net_faces(*a)), rendered[-1])[1]
-    out, placed = swapper.swap_frames([photo], faces)
+    out, placed = swapper.swap_at_landmarks([photo], faces)
     assert rendered and rendered[0].shape == (1, 128, 128, 3)  # the network's face is what gets pasted
     assert out[0].shape == photo.shape
     region = placed[0][0].region(photo.shape)
@@ -201,9 +201,9 @@ def test_color_net_swaps_a_photo_at_the_networks_size(swap_model, data_dir):
     assert np.array_equal(out[0][~region], photo[~region])
 
     swapper.update(color="reinhard")
-    reinhard = swapper.swap_frames([photo], faces)[0][0]
+    reinhard = swapper.swap_at_landmarks([photo], faces)[0][0]
     swapper.update(color="net", color_strength=0.0)
-    assert np.array_equal(swapper.swap_frames([photo], faces)[0][0], reinhard)  # strength 0: all Reinhard
+    assert np.array_equal(swapper.swap_at_landmarks([photo], faces)[0][0], reinhard)  # strength 0: all Reinhard
     swapper.update(color_strength=1.0)
     assert not np.array_equal(out[0], reinhard)
 

@@ -47,7 +47,7 @@ def test_faces_are_cut_at_the_models_coverage_and_resolution_and_pasted_inside_t
     seen = []
     render = swapper._render
     monkeypatch.setattr(swapper, "_render", lambda crops, side: (seen.append((crops, side)), render(crops, side))[1])
-    out, placed = swapper.swap_frames([frame], [[f.landmarks for f in swapper.find_faces([frame])[0]]])
+    out, placed = swapper.swap_at_landmarks([frame], [[f.landmarks for f in swapper.find_faces([frame])[0]]])
     out = out[0]
     assert swapper.coverage == MODEL_COVERAGE and swapper.resolution == 64
     [face] = placed[0]
@@ -71,10 +71,10 @@ def test_colour_modes_move_the_face_toward_the_frames_colours(swapper, frame):
     try:
         for mode in ("none", "reinhard", "hist", "average"):
             swapper.update(color=mode, blend="alpha")
-            out, placed = swapper.swap_frames([frame], faces)
+            out, placed = swapper.swap_at_landmarks([frame], faces)
             results[mode] = (out[0], placed[0][0])
         swapper.update(color="reinhard", color_strength=0.0)
-        no_strength = swapper.swap_frames([frame], faces)[0][0]
+        no_strength = swapper.swap_at_landmarks([frame], faces)[0][0]
     finally:
         swapper.update(SwapSettings())
     core = _core(results["none"][1], frame.shape)
@@ -93,13 +93,13 @@ def test_blend_modes_and_mask_settings_change_what_they_should(swapper, frame):
     try:
         for mode in ("alpha", "poisson", "poisson-mixed"):
             swapper.update(blend=mode, color="none")
-            outs[mode], placed = swapper.swap_frames([frame], faces)
+            outs[mode], placed = swapper.swap_at_landmarks([frame], faces)
             outs[mode] = outs[mode][0]
         face = placed[0][0]
         swapper.update(erode=12)
-        eroded = swapper.swap_frames([frame], faces)[1][0][0]
+        eroded = swapper.swap_at_landmarks([frame], faces)[1][0][0]
         swapper.update(erode=0, blur=20)
-        blurred = swapper.swap_frames([frame], faces)[1][0][0]
+        blurred = swapper.swap_at_landmarks([frame], faces)[1][0][0]
     finally:
         swapper.update(SwapSettings())
     core = _core(face, frame.shape)

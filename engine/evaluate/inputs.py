@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import UserError
-from engine.progress import StopFlag
-from engine.swap.video import Stopped
+from engine.progress import StopFlag, Stopped
 
 from . import metrics as M
 from .options import CLIP

@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from engine.progress import Listener, Progress, Reporter, StopFlag
-from engine.swap.video import Stopped, SwappedFrame
+from engine.progress import Listener, Progress, Reporter, StopFlag, Stopped
+from engine.swap.video import SwappedFrame
 
 from . import metrics as M
 from .inputs import reconstruction, reference_embeddings, resolve_set, sample_clips

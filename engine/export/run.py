@@ -30,9 +30,9 @@ from engine.export import layout
 from engine.export.crops import Box, cut_crops, face_box, write_png
 from engine.export.options import COMPRESSIONS, SPLITS, ExportOptions
 from engine.export.split import Clip, Plan, Target, plan_split
-from engine.progress import Listener, Reporter, StopFlag
+from engine.progress import Listener, Reporter, StopFlag, Stopped
 from engine.swap.pipeline import Swapper
-from engine.swap.video import Stopped, swap_frames
+from engine.swap.video import swap_frames
 from engine.video_reader import VideoInfo, probe_video, read_frames
 
 FACE_CHECK_FRAMES = 5  # frames spread over a clip that are searched for a face before it is planned in

@@ -120,7 +120,7 @@ def swap_photo(swapper, source: Path, out: Path) -> str:
     if not faces:
         raise UserError(f"{source}: no face found to swap; use a photo where the face is clearly visible, "
                         "or check --faces")
-    swapped = swapper.swap_frames([rgb], [[f.landmarks for f in faces]])[0][0]
+    swapped = swapper.swap_at_landmarks([rgb], [[f.landmarks for f in faces]])[0][0]
     write_image(out, swapped, swapper.provenance(source))
     return f"wrote {out} ({len(faces)} face{'s' if len(faces) != 1 else ''})"
 

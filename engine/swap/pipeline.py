@@ -213,10 +213,10 @@ class Swapper:
     def swap_image(self, rgb: np.ndarray) -> np.ndarray:
         """`rgb` with its selected faces swapped (an unchanged copy when it has none)."""
         faces = self.find_faces([rgb])[0]
-        return self.swap_frames([rgb], [[f.landmarks for f in faces]])[0][0]
+        return self.swap_at_landmarks([rgb], [[f.landmarks for f in faces]])[0][0]
 
-    def swap_frames(self, frames: list[np.ndarray], landmarks: list[list[np.ndarray]]
-                    ) -> tuple[list[np.ndarray], list[list[SwappedFace]]]:
+    def swap_at_landmarks(self, frames: list[np.ndarray], landmarks: list[list[np.ndarray]]
+                          ) -> tuple[list[np.ndarray], list[list[SwappedFace]]]:
         """Swap the faces at the given landmarks in each frame, all faces through the model in one batch.
 
         Returns the new frames (copies) and, per frame, where each face went.

@@ -26,7 +26,7 @@ import numpy as np
 
 from engine.errors import UserError
 from engine.faces.detection import Face
-from engine.progress import Listener, Reporter, StopFlag
+from engine.progress import Listener, Reporter, StopFlag, Stopped
 from engine.provenance.metadata import video_tags
 from engine.swap.flow_tracker import FlowTracker
 from engine.swap.pipeline import STAGES, SwappedFace, Swapper
@@ -36,10 +36,6 @@ from engine.video_reader import FrameTimes, VideoInfo, probe_video, read_frames
 from engine.video_writer import TimedVideoWriter
 
 BATCH_SIZE = 8  # frames per detector and model call
-
-
-class Stopped(Exception):
-    """Raised out of `swap_frames` when its stop flag is set; `swap_video` turns it into a report with no output."""
 
 
 @dataclass
@@ -163,7 +159,7 @@ def _swapped(swapper: Swapper, video: VideoInfo, starts: dict[int, int] | None, 
             indices = [i for i, _ in batch]
             images = [img for _, img in batch]
             landmarks, detected = tracking.landmarks(swapper, indices, images, every)
-            outputs, placed = swapper.swap_frames(images, landmarks)
+            outputs, placed = swapper.swap_at_landmarks(images, landmarks)
             yield [SwappedFrame(index, image, swapped, faces, index == start, found)
                    for index, image, swapped, faces, found in zip(indices, images, outputs, placed, detected,
                                                                   strict=True)]

@@ -94,7 +94,7 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
                 t0 = time.perf_counter()
                 loaded.swapper.update(settings)
                 landmarks = loaded.landmarks(rgb)
-                out = loaded.swapper.swap_frames([rgb], [landmarks])[0][0]
+                out = loaded.swapper.swap_at_landmarks([rgb], [landmarks])[0][0]
                 ms = (time.perf_counter() - t0) * 1000
         except UserError as err:
             raise gr.Error(str(err)) from err
