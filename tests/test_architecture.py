@@ -11,6 +11,7 @@ engine.train.trainer, `from engine.models import save_model` is the package engi
   (c) the engine imports no UI: nothing from webapp, app or gradio;
   (d) the web app names no file of a model folder: those names belong to the engine, which the
       web app asks instead of reading the folder itself;
+      Likewise an evaluation's files (report.json, report.html, swapped.mp4): engine.evaluate.report's;
   (e) nothing under webapp/ imports app.py (the entry point: flags both share live in webapp.flags);
   (f) the job bodies (webapp.tasks) and the worker process (webapp.worker) reach no Gradio through any
       module they import, so a GPU box runs jobs without the page.
@@ -379,3 +380,21 @@ def test_job_bodies_and_the_worker_import_no_gradio():
             found += [f"  {' -> '.join(chain)}: {imp.where()}" for imp in imports()
                       if imp.importer == module and imp.target.split(".")[0] in ("gradio", "gradio_client")]
     assert not found, "what runs jobs imports Gradio:\n" + "\n".join(found)
+
+
+REPORT_CONSTANTS = ("REPORT_JSON", "REPORT_HTML", "SWAPPED_VIDEO")  # engine/evaluate/report.py
+
+
+def test_webapp_names_no_evaluation_file():
+    names = {engine_constant(c, "engine/evaluate/report.py")[0]: c for c in REPORT_CONSTANTS}
+    assert {"report.json", "report.html"} <= set(names), names
+    found = []
+    for module, path in modules().items():
+        if not _in(module, "webapp"):
+            continue
+        docstrings = _docstrings(tree(path))
+        for node in ast.walk(tree(path)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                found += [f"  {path.relative_to(ROOT)}:{node.lineno}: {node.value!r} (engine's {names[n]})"
+                          for n in names if n in node.value]
+    assert not found, "the web app names an evaluation's files; ask engine.evaluate.report:\n" + "\n".join(found)

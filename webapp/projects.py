@@ -83,10 +83,12 @@ class Project:
         return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
     def reports(self) -> list[Path]:
-        """Finished evaluation folders (report.json and report.html written), newest first."""
+        """Finished evaluation folders (engine.evaluate.report.is_report), newest first."""
+        from engine.evaluate.report import is_report
+
         folder = self.evaluations
-        found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-                 and (p / "report.json").is_file() and (p / "report.html").is_file()] if folder.is_dir() else []
+        found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_report(p)
+                 ] if folder.is_dir() else []
         return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 

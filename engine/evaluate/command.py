@@ -60,5 +60,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"identity retrieval {s['id_retrieval']:.3f}, verified as B {s['id_verified']:.3f}, similarity to B {s['id_similarity_target']:.3f} "
           f"(real B {s['id_similarity_target_real']:.3f}), landmark NME {s['landmark_nme']:.4f}, "
           f"flicker {s['flicker']:.2f}, {s['fps']:.2f} frames/s")
-    print(f"report: {out / 'report.html'}")
+    from engine.evaluate.report import REPORT_HTML
+
+    print(f"report: {out / REPORT_HTML}")
     return 0

@@ -190,6 +190,16 @@ def clean(value):
     return value
 
 
+REPORT_JSON = "report.json"  # every figure
+REPORT_HTML = "report.html"  # the page: figures, strip, plots
+SWAPPED_VIDEO = "swapped.mp4"  # a whole-video evaluation's render
+
+
+def is_report(folder: str | Path) -> bool:
+    """Whether `folder` holds a finished report (its figures and its page written)."""
+    return (Path(folder) / REPORT_JSON).is_file() and (Path(folder) / REPORT_HTML).is_file()
+
+
 def write_report(out: str | Path, report: dict, pairs: list[tuple[int, np.ndarray, np.ndarray]],
                  grids: dict[str, np.ndarray]) -> Path:
     """Write report.json, report.html, plots, frame pairs and reconstruction grids; -> report.html."""
@@ -209,8 +219,8 @@ def write_report(out: str | Path, report: dict, pairs: list[tuple[int, np.ndarra
         atomic.write_bytes(out / name, plot_png(series["index"], [(series[k], label) for k, label in lines],
                                                 title, ylabel))
         images["plots"].append(name)
-    atomic.write_json(out / "report.json", clean(report))
-    page = out / "report.html"
+    atomic.write_json(out / REPORT_JSON, clean(report))
+    page = out / REPORT_HTML
     atomic.write_text(page, render_html(clean(report), images))
     return page
 
@@ -227,11 +237,15 @@ class SavedReport:
 
     @property
     def page(self) -> Path:
-        return self.folder / "report.html"
+        return self.folder / REPORT_HTML
+
+    @property
+    def figures(self) -> Path:
+        return self.folder / REPORT_JSON
 
     @property
     def video(self) -> Path | None:
-        path = self.folder / "swapped.mp4"
+        path = self.folder / SWAPPED_VIDEO
         return path if path.is_file() else None
 
 
@@ -243,10 +257,10 @@ def read_report(folder: str | Path) -> SavedReport:
 
     folder = Path(folder)
     try:
-        report = json.loads((folder / "report.json").read_text())
+        report = json.loads((folder / REPORT_JSON).read_text())
         report["summary"]  # noqa: B018 - a report without figures is damaged
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"{folder} holds no readable report.json ({err}): run the evaluation again") from err
+        raise UserError(f"{folder} holds no readable {REPORT_JSON} ({err}): run the evaluation again") from err
     pairs = sorted((int(p.stem.rsplit("_", 1)[1]), p) for p in (folder / "frames").glob("pair_*.png")
                    if p.stem.rsplit("_", 1)[1].isdigit())
     plots = [folder / name for name, *_ in PLOTS if (folder / name).is_file()]

@@ -22,7 +22,7 @@ from . import metrics as M
 from .inputs import reconstruction, reference_embeddings, resolve_set, sample_clips
 from .meter import FrameMeter
 from .options import EvaluateOptions
-from .report import StripCollector, SwapFacts, build_report, write_report
+from .report import SWAPPED_VIDEO, StripCollector, SwapFacts, build_report, write_report
 
 
 def evaluate(options: EvaluateOptions, listeners: Iterable[Listener] = (), stop: StopFlag | None = None) -> dict:
@@ -104,7 +104,7 @@ def _swap_whole(swapper, video, options: EvaluateOptions, out: Path, reporter: R
     def forward(event: Progress) -> None:
         reporter(event.step, total=2 * video.frames, message="swapping", preview=event.preview)
 
-    video_out = out / "swapped.mp4"
+    video_out = out / SWAPPED_VIDEO
     result = swap_video(swapper, options.video, video_out, smooth=options.smooth, listeners=[forward],
                         stop=stop, keep_faces=True, probe=video)
     if result.out is None:

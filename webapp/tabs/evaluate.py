@@ -66,7 +66,7 @@ def render(studio: Studio) -> SimpleNamespace:
     with gr.Row():
         swapped = gr.Video(label="Swapped video (whole-video evaluations)", interactive=False, height=300,
                            elem_id="evaluate-swapped")
-        files = gr.File(label="Download the report (zip: report.html with its images, report.json)",
+        files = gr.File(label="Download the report (zip: its page with the images, and every figure as JSON)",
                         interactive=False, elem_id="evaluate-files")
     return SimpleNamespace(form=form, video=video, known=known, start=start, stop=stop,
                            bar=bar, status=status, report=report, page=page, swapped=swapped, files=files,
@@ -192,13 +192,13 @@ def report_archive(saved: SavedReport) -> Path:
     from engine.atomic import write_with
 
     target = saved.folder / "report.zip"
-    if target.is_file() and target.stat().st_mtime >= (saved.folder / "report.json").stat().st_mtime:
+    if target.is_file() and target.stat().st_mtime >= saved.figures.stat().st_mtime:
         return target
     root = saved.folder.name
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in [saved.folder / "report.html", saved.folder / "report.json", *saved.plots,
+            for path in [saved.page, saved.figures, *saved.plots,
                          *saved.reconstructions.values(), *(p for _, p in saved.pairs)]:
                 zf.write(path, f"{root}/{path.relative_to(saved.folder)}")
     write_with(target, write)
