@@ -170,37 +170,3 @@ def _audio_packets(source: av.container.InputContainer, stream: av.AudioStream,
         for frame in packet.decode():
             yield from aac.encode(frame)
     yield from aac.encode(None)
-
-
-class VideoWriter:
-    """Constant-rate convenience over `TimedVideoWriter`: frame i is shown at i / fps.
-
-    Writes beside `path` and renames on close (or deletes the partial file when the block fails).
-    """
-
-    def __init__(self, path: str | Path, width: int, height: int, fps: float,
-                 audio_from: str | Path | None = None, crf: int = 18, preset: str = "veryfast") -> None:
-        self.fps = float(fps)
-        self._writer = TimedVideoWriter(path, width, height, audio_from=audio_from, crf=crf, preset=preset)
-
-    @property
-    def frames(self) -> int:
-        return self._writer.frames
-
-    def write(self, frame: np.ndarray) -> None:
-        self._writer.write(frame, self._writer.frames / self.fps)
-
-    def close(self) -> Path:
-        return self._writer.close(1.0 / self.fps)
-
-    def abort(self) -> None:
-        self._writer.abort()
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -65,14 +65,16 @@ def _clip(data_dir: Path, out: Path, frames: int = 8) -> Path:
     """The first frames of talk2 at 320 px: a render of a few seconds on a CPU."""
     import cv2
 
-    from engine.video_reader import read_frames
-    from engine.video_writer import VideoWriter
+    from engine.video_reader import probe_video, read_frames
+    from engine.video_writer import TimedVideoWriter
 
-    with VideoWriter(out, 320, 320, 25) as writer:
-        for index, frame in read_frames(data_dir / "video" / "talk2.mp4"):
-            writer.write(cv2.resize(frame, (320, 320), interpolation=cv2.INTER_AREA))
-            if index == frames - 1:
-                break
+    info = probe_video(data_dir / "video" / "talk2.mp4")
+    writer = TimedVideoWriter(out, 320, 320, time_base=info.times.time_base)  # the writer renders use
+    for index, frame in read_frames(info):
+        writer.write(cv2.resize(frame, (320, 320), interpolation=cv2.INTER_AREA), info.times.time_of(index))
+        if index == frames - 1:
+            break
+    writer.close(info.times.duration_of(frames - 1))
     return out
 
 

@@ -410,8 +410,8 @@ def evaluated_project(tmp_path_factory, faceset_a, faceset_b, tiny_model, data_d
 
     import cv2
 
-    from engine.video_reader import read_frames
-    from engine.video_writer import VideoWriter
+    from engine.video_reader import probe_video, read_frames
+    from engine.video_writer import TimedVideoWriter
 
     root = tmp_path_factory.mktemp("evaluate_tab")
     proj = Workspace(root / "ws").create("ann", "pair")
@@ -421,11 +421,13 @@ def evaluated_project(tmp_path_factory, faceset_a, faceset_b, tiny_model, data_d
     shutil.rmtree(proj.model_dir)
     shutil.copytree(tiny_model, proj.model_dir)
     clip = root / "talk2 clip.mp4"
-    with VideoWriter(clip, 320, 320, 25) as writer:
-        for index, frame in read_frames(data_dir / "video" / "talk2.mp4"):
-            writer.write(cv2.resize(frame, (320, 320), interpolation=cv2.INTER_AREA))
-            if index == 11:
-                break
+    info = probe_video(data_dir / "video" / "talk2.mp4")
+    writer = TimedVideoWriter(clip, 320, 320, time_base=info.times.time_base)  # the writer renders use
+    for index, frame in read_frames(info):
+        writer.write(cv2.resize(frame, (320, 320), interpolation=cv2.INTER_AREA), info.times.time_of(index))
+        if index == 11:
+            break
+    writer.close(info.times.duration_of(11))
     return proj, clip
 
 
