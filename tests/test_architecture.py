@@ -331,24 +331,29 @@ def _docstrings(module: ast.Module) -> set[int]:
     return ids
 
 
-def test_webapp_names_no_model_folder_file():
-    names, suffixes = model_folder_names()
-    folders = {n for n in names if "." not in n}
+def webapp_strings() -> list[tuple[Path, int, str]]:
+    """(file, line, text) of every string literal under webapp/ that is not a docstring."""
     found = []
     for module, path in modules().items():
         if not _in(module, "webapp"):
             continue
         docstrings = _docstrings(tree(path))
-        for node in ast.walk(tree(path)):
-            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)) or id(node) in docstrings:
-                continue
-            text = node.value
-            hit = max((n for n in names if text.endswith(n)), key=len, default=None) \
-                or next((f for f in sorted(folders) if text.startswith(f + "/")), None) \
-                or next((s for s in sorted(suffixes) if text.endswith(s)), None)
-            if hit:
-                home = names.get(hit) or suffixes[hit]
-                found.append(f"  {path.relative_to(ROOT)}:{node.lineno}: {text!r} (engine's {hit!r}: {home})")
+        found += [(path, node.lineno, node.value) for node in ast.walk(tree(path))
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+    return found
+
+
+def test_webapp_names_no_model_folder_file():
+    names, suffixes = model_folder_names()
+    folders = {n for n in names if "." not in n}
+    found = []
+    for path, line, text in webapp_strings():
+        hit = max((n for n in names if text.endswith(n)), key=len, default=None) \
+            or next((f for f in sorted(folders) if text.startswith(f + "/")), None) \
+            or next((s for s in sorted(suffixes) if text.endswith(s)), None)
+        if hit:
+            home = names.get(hit) or suffixes[hit]
+            found.append(f"  {path.relative_to(ROOT)}:{line}: {text!r} (engine's {hit!r}: {home})")
     assert not found, "the web app names files of a model folder; ask the engine instead:\n" + "\n".join(found)
 
 
@@ -388,13 +393,6 @@ REPORT_CONSTANTS = ("REPORT_JSON", "REPORT_HTML", "SWAPPED_VIDEO")  # engine/eva
 def test_webapp_names_no_evaluation_file():
     names = {engine_constant(c, "engine/evaluate/report.py")[0]: c for c in REPORT_CONSTANTS}
     assert {"report.json", "report.html"} <= set(names), names
-    found = []
-    for module, path in modules().items():
-        if not _in(module, "webapp"):
-            continue
-        docstrings = _docstrings(tree(path))
-        for node in ast.walk(tree(path)):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-                found += [f"  {path.relative_to(ROOT)}:{node.lineno}: {node.value!r} (engine's {names[n]})"
-                          for n in names if n in node.value]
+    found = [f"  {path.relative_to(ROOT)}:{line}: {text!r} (engine's {names[n]})"
+             for path, line, text in webapp_strings() for n in names if n in text]
     assert not found, "the web app names an evaluation's files; ask engine.evaluate.report:\n" + "\n".join(found)
