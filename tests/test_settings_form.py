@@ -14,7 +14,7 @@ from engine.swap.settings import SwapSettings, value_range
 from webapp.projects import Workspace
 from webapp.settings_form import SettingsForm
 from webapp.state import Studio
-from webapp.tabs import evaluate, export, swap, train
+from webapp.tabs import evaluate, export, faces, swap, train
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,8 @@ def forms(tmp_path_factory) -> dict[str, SettingsForm]:
     studio = Studio(Workspace(tmp_path_factory.mktemp("ws")))
     found = {}
     with gr.Blocks():
-        for name, module in (("swap", swap), ("train", train), ("evaluate", evaluate), ("export", export)):
+        for name, module in (("faces", faces), ("swap", swap), ("train", train), ("evaluate", evaluate),
+                             ("export", export)):
             found[name] = module.render(studio).form
     studio.jobs.shutdown(timeout=10)
     return found

@@ -8,6 +8,7 @@ marks it, and "Remove marked" deletes the marked faces through `FaceSet.remove`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ from engine.faces.faceset import FaceSet, faceset_stamp
 from webapp import tasks
 from webapp.jobs import DONE, RUNNING, STOPPED, Job, describe
 from webapp.projects import SIDES, Project, keep_uploads, split_uploads
+from webapp.settings_form import SettingsForm
 from webapp.state import Studio, progress_bar, publish, waiting_view
 
 PAGE = 60  # faces per gallery page
@@ -28,33 +30,37 @@ ROLE = {"A": "the face that gets replaced (e.g. the person in the video you will
         "B": "the identity put in (e.g. many photos of the new person)"}
 
 
+NOT_SHOWN = {"coverage": "the face sets' one geometry, which training and swapping assume",
+             "min_blur": "blurred faces are pruned by hand in the gallery", "batch_size": "the engine's",
+             "pad": "for tight crops such as LFW's: a CLI option", "person_from_folder": "LFW's layout: a CLI option"}
+GIVEN = {"device": "the server's --device"}
+
+
 def render(studio: Studio) -> SimpleNamespace:
-    defaults = ExtractOptions()
+    form = SettingsForm(ExtractOptions, not_shown=NOT_SHOWN, given=GIVEN)
     detector, why = choose_detector("auto")
     gr.Markdown("Upload photos, videos or .zip archives of each person, then **Extract**: faces are "
                 "found, aligned and added to the project's face set. Click faces to mark bad ones "
                 "(wrong person, half a face, blur), then **Remove marked**.")
     with gr.Accordion("Detection settings", open=False):
         with gr.Row():
-            det = gr.Dropdown(list(DETECTORS), value=defaults.detector, label="Detector",
-                              info=f"auto picks {detector} now: {why}")
-            size = gr.Dropdown([128, 256, 384, 512], value=defaults.size, label="Face size (px)",
-                               info="aligned crop side; a face set keeps one size")
-            select = gr.Radio(["largest", "all"], value=defaults.select, label="Faces per photo or frame")
+            form.add("detector", gr.Dropdown, choices=list(DETECTORS), label="Detector",
+                     info=f"auto picks {detector} now: {why}")
+            form.add("size", gr.Dropdown, choices=[128, 256, 384, 512], label="Face size (px)",
+                     info="aligned crop side; a face set keeps one size")
+            form.add("select", gr.Radio, choices=["largest", "all"], label="Faces per photo or frame")
         with gr.Row():
-            every = gr.Slider(1, 30, value=defaults.every, step=1, label="Keep every Nth video frame",
-                              info="2-5 for long videos: neighbouring frames look alike", elem_id="faces-every")
-            min_face = gr.Slider(16, 256, value=defaults.min_face, step=4, label="Smallest face (px)")
-            min_score = gr.Slider(0.5, 0.99, value=defaults.min_score, step=0.01,
-                                  label="Lowest detector score")
-    settings = [det, size, select, every, min_face, min_score]
+            form.add("every", gr.Slider, minimum=1, maximum=30, step=1, label="Keep every Nth video frame",
+                     info="2-5 for long videos: neighbouring frames look alike", elem_id="faces-every")
+            form.add("min_face", gr.Slider, minimum=16, maximum=256, step=4, label="Smallest face (px)")
+            form.add("min_score", gr.Slider, minimum=0.5, maximum=0.99, step=0.01, label="Lowest detector score")
     sides = {}
     with gr.Row():
         for side in SIDES:
             with gr.Column():
                 sides[side] = _render_side(side)
     timer = gr.Timer(POLL_S)
-    return SimpleNamespace(settings=settings, sides=sides, timer=timer)
+    return SimpleNamespace(form=form, sides=sides, timer=timer)
 
 
 def _render_side(side: str) -> SimpleNamespace:
@@ -85,7 +91,8 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
 def _listen_side(studio: Studio, side: str, s: SimpleNamespace, ui: SimpleNamespace, project: gr.State) -> None:
     kind = f"extract:{side}"
 
-    def start(name, files, det, size, select, every, min_face, min_score, request: gr.Request):
+    @ui.form.takes
+    def start(name, files, settings: Callable[..., ExtractOptions], request: gr.Request):
         proj = studio.project(request, name)
         usable, refused = split_uploads(files or [])
         for line in refused:
@@ -93,8 +100,7 @@ def _listen_side(studio: Studio, side: str, s: SimpleNamespace, ui: SimpleNamesp
         if not usable:
             raise gr.Error("no photos, videos or zips to extract from: add some above" if not refused
                            else "none of the uploads can be used (see the warnings)")
-        opts = ExtractOptions(detector=det, size=int(size), select=select, every=int(every),
-                              min_face=int(min_face), min_score=float(min_score), device=studio.device)
+        opts = settings(device=studio.device)
         try:
             studio.check_quota(proj.owner)  # before the uploads are kept
             inputs = keep_uploads(proj, side, usable)
@@ -142,7 +148,7 @@ def _listen_side(studio: Studio, side: str, s: SimpleNamespace, ui: SimpleNamesp
 
     poll_io = dict(inputs=[project, s.seen, s.page],
                    outputs=[s.bar, s.status, s.gallery, s.page, s.shown, s.seen])
-    s.extract.click(start, inputs=[project, s.files, *ui.settings], outputs=s.files).then(poll, **poll_io)
+    s.extract.click(start, inputs=[project, s.files, *ui.form.components], outputs=s.files).then(poll, **poll_io)
     s.stop.click(stop, inputs=project)
     ui.timer.tick(poll, **poll_io, show_progress="hidden", concurrency_limit=None)
     project.change(lambda: {}, outputs=s.seen).then(poll, **poll_io)
