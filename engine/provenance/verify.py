@@ -122,7 +122,7 @@ def read_mark(images: list[np.ndarray], detector) -> watermark.MarkReading:
         for image, found in zip(batch, detector.detect(batch), strict=True):
             readings = [watermark.read_face(image, face.landmarks) for face in found]
             if readings:
-                soft += min(readings, key=watermark.misfit)
+                soft += max(readings, key=watermark.signal)
                 faces += 1
     return watermark.MarkReading(soft, faces)
 

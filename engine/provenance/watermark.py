@@ -1,30 +1,26 @@
-"""An invisible mark in the pixels of each swapped face, read back after re-encoding, scaling and cropping.
+"""An invisible mark in the pixels of each swapped face, shaped by what the eye cannot see (issue 24).
 
-How: improved spread spectrum (ISS, Malvar & Florencio 2003) in the face's own geometry. Each of the
-32 payload bits owns a fixed pseudo-random pattern of 4 px cells over the face core of a 128 px
-aligned crop (the same 5-point alignment as extraction and swapping, `engine.faces.align`, at
-coverage 0.8); the 32 patterns are high-passed and orthonormal. Marking adds to the crop's luma
-`strength * (+-1) - (host's own projection)` along each pattern, so the correlation a reader
-computes is +-strength whatever the face looked like, and the residual is warped back onto the
-frame inside the swapped region. Reading detects the face, aligns it the same way, high-passes its
-luma and correlates: +1 / -1 per bit.
+How: spread spectrum in the face's own geometry, bounded pixel by pixel by a just-noticeable
+difference. The face core of a 128 px aligned crop (the same 5-point alignment as extraction and
+swapping, `engine.faces.align`, at coverage 0.8, less a hole on each eye) is cut into 4 px cells;
+each cell is dealt to one of the 32 payload bits with a +-1 chip (by `KEY`), and the right half's
+cells mirror the left's with the chip negated, so a symmetric face (eyes, brows, mouth, contour) reads
+0 on every bit. Marking changes each frame pixel of the face by its whole allowance, up or down as its
+cell's chip and bit say: `JND_SHARE` of Chou and Li's JND (`engine.provenance.jnd`: luminance and
+texture masking) where the face is textured, in proportion to its local std below `TEXTURE_FULL`
+grey levels, and at most `FLAT_CAP` (2 levels once rounded) where it is flat, so the mark goes to
+hair-line, brows and edges and stays out of smooth skin. Reading detects the face, aligns it the same
+way, high-passes its luma and correlates it with each bit's cells, each pixel weighted by the inverse
+of the face's own local high-pass power (where the face is smooth its texture hides the mark least);
+a video's faces vote by summing those correlations.
 
-Why not a library's mark: the face moves between frames and a reader finds it again with a detector,
-so the mark must live in the face's geometry and survive a re-alignment that is off by a pixel.
-Measured on talk2's faces marked this way (bench/watermark.py, docs/benchmarks.md), the
-`invisible-watermark` package's DWT-DCT and DWT-DCT-SVD read 0.59-0.74 of the bits even without
-any re-encoding, because their quantised block coefficients break when the blocks shift; its
-RivaGAN network (ONNX) reads 0.81-0.96 but costs 415-605 ms per face on one CPU core (a swap is
-about 130 ms a frame). This mark costs 5-12 ms per face (128 px warps each way, 32 x 16384
-projections, two passes), 40.6-40.9 dB, and reads 0.94-1.00 of the bits per frame after the attacks
-the issue names, all 32 of them per clip. On the smooth faces of a weakly trained model it shows as faint mottling.
+What it costs and reads: docs/benchmarks.md ("Provenance watermark"). In short, no 8x8 block of the
+face changes by more than the JND, but one face carries only about 0.5-1 noise deviation a bit against
+its own texture, and that texture's share is the same in every frame of a clip, so voting does not
+remove it: the mark does not read back exactly after a re-upload. The container metadata and the
+clip-level record still say the file is synthetic.
 
-The mark is made at the landmarks the swap used (the face before it was swapped); a reader detects
-the swapped face, whose landmarks a detector places a little differently, and the search in
-`read_face` covers that for a model whose faces keep the pose and expression. A barely trained
-model (a blob where the face was, tens of iterations) moves them further, and its mark is missed.
-Cropping and downscaling the frame do not move the mark off the face, since the reader re-aligns;
-the patterns are fixed by `KEY`, so anyone with this code can read (and, knowingly, strip) the mark:
+The patterns are fixed by `KEY`, so anyone with this code can read (and, knowingly, strip) the mark:
 it labels honest output, it is not a secret.
 """
 
@@ -39,40 +35,80 @@ import numpy as np
 
 from engine.faces import align
 from engine.faces.mask import face_region_mask
+from engine.provenance import jnd
 from engine.provenance.record import PAYLOAD_BITS, SIGNATURE, bits_payload, payload_bits
 
 MARK_SIZE = 128  # px of the aligned crop the mark lives in
 MARK_COVERAGE = 0.8  # that crop's coverage: the face square at 0.8 of its side
 CELL = 4  # px (of MARK_SIZE) of one pattern cell: small enough to stay clear of the face's own shading
-HIGHPASS_SIGMA = 2.0  # px: the reader's (and the patterns') high-pass removes shading below this scale
-PATTERN_BLUR = 1.0  # px: softens the cells' edges (1.5 reads worse on photos: tests/test_watermark.py)
-STRENGTH = 25.0  # correlation each bit is set to, in luma levels x unit pattern (about 40 dB PSNR)
+HIGHPASS_SIGMA = 2.0  # px: the reader's high-pass removes shading below this scale
+PATTERN_BLUR = 1.0  # px: softens the cells' edges
+JND_SHARE = 0.8  # of Chou-Li's JND a pixel may change by (0.8 x 3 + 0.5 rounding stays under the least JND, 3)
+FLAT_CAP = 1.5  # grey levels a flat pixel (local std < jnd.FLAT_STD) may change by: 2 at most once rounded
+TEXTURE_FULL = 4.0  # local std (grey levels) from which a pixel gets its whole JND share; less below, in proportion
+EYE_HOLE = 0.3  # radius of the hole around each eye, in eye distances: no mark on the eyes' whites
+NOISE_WINDOW = 5  # px (of MARK_SIZE): the reader's window of the face's own local high-pass power
+NOISE_FLOOR = 1.0  # grey levels squared added to that power: the noise of encoding where the face is flat
+MIRROR = True  # each bit's cells come in mirror pairs of opposite chips: a symmetric face reads 0
 KEY = 20261202  # seed of the patterns: fixed, so every copy of the studio reads every other's marks
 SIGNATURE_BITS = 16
-ROUNDS = 2  # embedding passes: the second corrects most of what warping to the frame and rounding lost
 FOUND_AT = 15  # signature bits (of 16) that must agree before a mark counts as found: 2.6e-4 by chance
 _STEPS = (-3.0, -2.25, -1.5, -0.75, 0.0, 0.75, 1.5, 2.25, 3.0)  # px of MARK_SIZE
 SEARCH_SHIFTS = [(dx, dy) for dy in _STEPS for dx in _STEPS]  # where a reader looks around the detected face
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def _highpass(luma: np.ndarray) -> np.ndarray:
     return luma - cv2.GaussianBlur(luma, (0, 0), HIGHPASS_SIGMA)
 
 
+def _eye_hole(size: int = MARK_SIZE) -> np.ndarray:
+    """float32 (size, size): 0 on the template's eyes (a disc of EYE_HOLE eye distances), 1 away from them."""
+    points = align.template_points(size, MARK_COVERAGE)
+    radius = EYE_HOLE * np.linalg.norm(points[1] - points[0])
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    hole = np.ones((size, size), dtype=np.float32)
+    for x, y in points[:2]:
+        t = np.clip((np.hypot(xs - x, ys - y) - radius) / (0.5 * radius), 0, 1)
+        hole = np.minimum(hole, t * t * (3 - 2 * t))
+    return hole
+
+
+@dataclass(frozen=True)
+class _Layout:
+    cells: np.ndarray  # (S, S) float32: each cell's +-1 chip, blurred (before the bits' signs)
+    owner: np.ndarray  # (S, S) int: the bit each pixel's cell carries
+    filters: np.ndarray  # (32, S*S) unit-norm reading filters: the high-passed chips of each bit's cells
+    weight: np.ndarray  # (S, S) float32: where the mark lives (face ellipse, no eyes)
+
+
 @functools.cache
-def _patterns() -> tuple[np.ndarray, np.ndarray]:
-    """(32, MARK_SIZE**2) orthonormal bit patterns, and the face-core weight they live under."""
-    weight = face_region_mask(MARK_SIZE, MARK_COVERAGE)
+def _layout() -> _Layout:
+    """Each cell of the face carries one bit: cells are dealt to the 32 bits at random (by KEY), each
+    with a random +-1 chip, so every bit gets its share of textured and flat places."""
+    weight = face_region_mask(MARK_SIZE, MARK_COVERAGE) * _eye_hole()
     rng = np.random.default_rng(KEY)
-    raw = []
-    for _ in range(PAYLOAD_BITS):
-        cells = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(MARK_SIZE // CELL,) * 2)
-        u = cv2.resize(cells, (MARK_SIZE, MARK_SIZE), interpolation=cv2.INTER_NEAREST)
-        u = _highpass(cv2.GaussianBlur(u, (0, 0), PATTERN_BLUR)) * weight
-        raw.append(u.ravel())
-    q, _ = np.linalg.qr(np.array(raw, dtype=np.float64).T)
-    return np.ascontiguousarray(q.T, dtype=np.float32), weight
+    n = MARK_SIZE // CELL
+    chips = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(n, n // 2))
+    owners = rng.permutation(np.arange(n * n // 2) % PAYLOAD_BITS).reshape(n, n // 2)
+    if MIRROR:  # the right half's cells are the left's, mirrored, chips negated
+        chips, owners = np.hstack([chips, -chips[:, ::-1]]), np.hstack([owners, owners[:, ::-1]])
+    else:
+        chips = np.hstack([chips, rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(n, n // 2))])
+        owners = np.hstack([owners, rng.permutation(np.arange(n * n // 2) % PAYLOAD_BITS).reshape(n, n // 2)])
+    grow = functools.partial(cv2.resize, dsize=(MARK_SIZE, MARK_SIZE), interpolation=cv2.INTER_NEAREST)
+    owner = grow(owners.astype(np.int32))
+    filters = []
+    for bit in range(PAYLOAD_BITS):
+        own = cv2.GaussianBlur(grow(np.where(owners == bit, chips, 0).astype(np.float32)), (0, 0), PATTERN_BLUR)
+        f = _highpass(own) * weight
+        filters.append((f / np.linalg.norm(f)).ravel())
+    return _Layout(grow(chips), owner, np.array(filters, dtype=np.float32), weight)
+
+
+def _patterns() -> tuple[np.ndarray, np.ndarray]:
+    """(32, MARK_SIZE**2) unit-norm reading filters, and the weight the mark lives under."""
+    layout = _layout()
+    return layout.filters, layout.weight
 
 
 def _project(patterns: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -82,13 +118,12 @@ def _project(patterns: np.ndarray, image: np.ndarray) -> np.ndarray:
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
-    return rgb.astype(np.float32) @ _LUMA
+    return jnd.luma(rgb)
 
 
 def _projections(crop: np.ndarray) -> np.ndarray:
-    """The high-passed luma of an aligned crop along each bit's pattern (32,)."""
-    patterns, _ = _patterns()
-    return _project(patterns, _highpass(_luma(crop)))
+    """The high-passed luma of an aligned crop along each bit's filter (32,)."""
+    return _project(_layout().filters, _highpass(_luma(crop)))
 
 
 def mark_matrix(landmarks: np.ndarray) -> np.ndarray:
@@ -96,29 +131,45 @@ def mark_matrix(landmarks: np.ndarray) -> np.ndarray:
     return align.alignment_matrix(landmarks, MARK_SIZE, MARK_COVERAGE)
 
 
+def allowance(frame: np.ndarray, matrix: np.ndarray, share: float = JND_SHARE) -> np.ndarray:
+    """(MARK_SIZE, MARK_SIZE) float32: how far (grey levels) the mark may change each pixel of the crop
+    at `matrix`, from Chou-Li's JND of the frame's own pixels under it: `share` of the JND where the
+    face is textured (local std >= TEXTURE_FULL), less where it is smoother, at most FLAT_CAP where it
+    is flat (std < 2); a crop pixel gets the least of the frame pixels its residual reaches."""
+    scale = 1.0 / np.sqrt(abs(np.linalg.det(np.asarray(matrix)[:, :2])))  # frame px per crop px
+    reach = 2 * int(np.ceil(scale)) + 1
+    (x0, y0), (x1, y1) = _bounds(frame, matrix, margin=reach + 2)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((MARK_SIZE, MARK_SIZE), dtype=np.float32)
+    gray = _luma(frame[y0:y1, x0:x1])
+    std = jnd.local_std(gray)
+    allowed = share * jnd.chou_li(gray) * np.clip(std / TEXTURE_FULL, 0.0, 1.0)
+    allowed = np.where(std < jnd.FLAT_STD, np.minimum(allowed, FLAT_CAP), allowed)
+    allowed = cv2.erode(allowed, np.ones((reach, reach), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    shifted = np.asarray(matrix, dtype=np.float64).copy()
+    shifted[:, 2] += shifted[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    return cv2.warpAffine(allowed, shifted, (MARK_SIZE, MARK_SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
 def embed(frame: np.ndarray, landmarks: np.ndarray, payload: int, *, region: tuple[np.ndarray, np.ndarray] | None = None,
-          strength: float = STRENGTH) -> np.ndarray:
+          share: float = JND_SHARE) -> np.ndarray:
     """`frame` (RGB uint8, changed in place and returned) with `payload` marked on the face at `landmarks`.
 
-    `region` (a mask and its frame -> mask
-    matrix, e.g. a swap's blend mask) limits the mark to the pixels the swap replaced; None marks the
-    whole face core.
+    Each pixel of the face changes by its whole allowance (`allowance`), up or down as its cell's chip
+    and bit say: under a per-pixel limit, that is what gives every bit the largest correlation.
+    `region` (a mask and its frame -> mask matrix, e.g. a swap's blend mask) limits the mark to the
+    pixels the swap replaced; None marks the whole face core.
     """
-    patterns, _ = _patterns()
+    layout = _layout()
     matrix = mark_matrix(landmarks)
-    alpha = None
+    amplitude = allowance(frame, matrix, share) * layout.weight
     if region is not None:
         mask, mask_matrix = region
-        alpha = cv2.warpAffine(np.asarray(mask, dtype=np.float32), _compose(matrix, align.invert(mask_matrix)),
-                               (MARK_SIZE, MARK_SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
-    target = strength * np.where(np.array(payload_bits(payload)) > 0, 1.0, -1.0).astype(np.float32)
-    for _ in range(ROUNDS):  # each round reads the frame back: resampling and rounding lose part of a round
-        crop = _crop(frame, matrix)
-        amounts = target - _project(patterns, _highpass(_luma(crop)))
-        residual = np.einsum("i,ij->j", amounts.astype(np.float32), patterns).reshape(MARK_SIZE, MARK_SIZE)
-        if alpha is not None:
-            residual = residual * alpha
-        _add_in_frame(frame, residual, matrix)
+        amplitude *= cv2.warpAffine(np.asarray(mask, dtype=np.float32), _compose(matrix, align.invert(mask_matrix)),
+                                    (MARK_SIZE, MARK_SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
+    signs = np.where(np.array(payload_bits(payload)) > 0, 1.0, -1.0).astype(np.float32)
+    chips = cv2.GaussianBlur(layout.cells * signs[layout.owner], (0, 0), PATTERN_BLUR)
+    _add_in_frame(frame, amplitude * chips, matrix)
     return frame
 
 
@@ -157,30 +208,42 @@ def _add_in_frame(frame: np.ndarray, residual: np.ndarray, matrix: np.ndarray) -
     frame[y0:y1, x0:x1] = np.clip(np.rint(patch), 0, 255).astype(np.uint8)
 
 
-def read_face(frame: np.ndarray, landmarks: np.ndarray, strength: float = STRENGTH) -> np.ndarray:
-    """Soft bits of the face at `landmarks`: correlations over `strength`, about +1 / -1 where marked.
+def read_face(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Soft bits of the face at `landmarks`: each bit's weighted correlation in noise deviations (`_correlate`).
 
     A detector's landmarks on the swapped frame are off those the mark was made at (the swap's input
-    face's) by a pixel or three in the mark's crop, which costs a mark of 4 px cells much of its correlation; so the crop is read at small shifts
-    around the detected geometry and the shift whose correlations come closest to +-strength (a marked face's, whatever the bits
-    say, so the search does not favour the signature) is the reading.
+    face's) by a pixel or three in the mark's crop, which costs a mark of 4 px cells much of its
+    correlation; so the crop is read at small shifts around the detected geometry and the shift with
+    the most correlation energy (`signal`, blind to the bits' signs, so the search does not favour the
+    signature) is the reading.
     """
-    patterns, _ = _patterns()
+    filters = _layout().filters
     base = mark_matrix(landmarks)
-    best, best_misfit = None, float("inf")
+    best, best_signal = None, -1.0
     for dx, dy in SEARCH_SHIFTS:
         matrix = base.copy()
         matrix[:, 2] += (dx, dy)
-        soft = _project(patterns, _highpass(_luma(_crop(frame, matrix))))
-        off = misfit(soft / strength)
-        if off < best_misfit:
-            best, best_misfit = soft, off
-    return best / strength
+        soft = _correlate(filters, _crop(frame, matrix))
+        power = signal(soft)
+        if power > best_signal:
+            best, best_signal = soft, power
+    return best
 
 
-def misfit(soft: np.ndarray) -> float:
-    """How far soft bits are from a marked face's +-1 (0 for a perfect reading), whatever their signs."""
-    return float(np.square(np.abs(soft) - 1.0).sum())
+def _correlate(filters: np.ndarray, crop: np.ndarray) -> np.ndarray:
+    """Each bit's correlation with the crop's high-passed luma, each pixel weighted by the inverse of the
+    face's own local high-pass power there (plus NOISE_FLOOR), over the noise's deviation: where the face is
+    smooth its own texture hides the mark least, so it counts most. An unmarked face reads about N(0, 1) a
+    bit; a marked one adds its mark's signal to noise ratio."""
+    hp = _highpass(_luma(crop))
+    inverse = (1.0 / (cv2.blur(hp * hp, (NOISE_WINDOW, NOISE_WINDOW)) + NOISE_FLOOR)).ravel()
+    scale = np.einsum("ij,ij,j->i", filters, filters, inverse)
+    return np.einsum("ij,j->i", filters, inverse * hp.ravel()) / np.sqrt(scale)
+
+
+def signal(soft: np.ndarray) -> float:
+    """Correlation energy of soft bits, whatever their signs: a marked face's is large."""
+    return float(np.square(soft).sum())
 
 
 @dataclass
