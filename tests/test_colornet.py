@@ -19,6 +19,7 @@ from engine.models import (
     save_model,
 )
 from engine.models.colornet import face_stats, pair_stats, reinhard_to
+from engine.models.folder import COLOR_FILES
 from engine.progress import StopFlag
 from engine.train import ColorConfig, TrainConfig, train, train_color
 from engine.train.checkpoint import load as load_checkpoint
@@ -169,9 +170,9 @@ def test_train_color_cli_resumes_and_refuses_to_overwrite(swap_model, tmp_path, 
             "--preview-every", "0"]
     assert cli_main(args + ["--iterations", "4"]) == 2  # the folder has a colour net already
     assert "--resume" in capsys.readouterr().err
-    before = load_checkpoint(folder, torch.device("cpu"), color=True)[1].history.rows
+    before = load_checkpoint(folder, torch.device("cpu"), COLOR_FILES)[1].history.rows
     assert cli_main(args + ["--iterations", "16", "--resume"]) == 0
-    _, state, _ = load_checkpoint(folder, torch.device("cpu"), color=True)
+    _, state, _ = load_checkpoint(folder, torch.device("cpu"), COLOR_FILES)
     assert state.iteration == 16 and state.history.rows[: len(before)] == before and state.history.rows[-1][0] == 16
     assert torch.load(folder / "color_optimizer.pt", weights_only=True)["iteration"] == 16
     assert "done at iteration 16" in capsys.readouterr().out

@@ -50,6 +50,22 @@ PORTABLE_FILES = (CONFIG, WEIGHTS, OPTIMIZER, LOSS_CSV, f"{PREVIEWS}/latest.png"
 _CSV_HEADER = "iteration,loss_a,loss_b"
 
 
+@dataclass(frozen=True)
+class NetFiles:
+    """The files of one network a model folder holds besides config.json: the swap model's or its colour
+    net's. Handed to the functions that read and write them, instead of a flag that picks the names."""
+
+    label: str  # how messages name the network beside its folder: "" for the swap model, the folder's own
+    weights: str
+    optimizer: str
+    loss_csv: str
+    preview_prefix: str  # previews/<prefix>latest.png, previews/<prefix><iteration>.png
+
+
+MODEL_FILES = NetFiles("", WEIGHTS, OPTIMIZER, LOSS_CSV, "")
+COLOR_FILES = NetFiles("the colour net", COLOR_WEIGHTS, COLOR_OPTIMIZER, COLOR_LOSS_CSV, COLOR_PREFIX)
+
+
 @dataclass
 class LossHistory:
     """Loss curve as rows [iteration, loss_a, loss_b], each the mean over `every` iterations.
@@ -143,21 +159,16 @@ def read_config(folder: str | os.PathLike) -> dict:
     return config
 
 
-def loss_csv(folder: str | os.PathLike, color: bool = False) -> Path:
-    """Where the model's (or with `color`, its colour net's) loss history lives."""
-    return Path(folder) / (COLOR_LOSS_CSV if color else LOSS_CSV)
-
-
-def write_history(folder: str | os.PathLike, history: LossHistory, color: bool = False) -> None:
+def write_history(folder: str | os.PathLike, history: LossHistory, files: NetFiles = MODEL_FILES) -> None:
     from engine.atomic import write_text
 
-    write_text(loss_csv(folder, color), history.csv())
+    write_text(Path(folder) / files.loss_csv, history.csv())
 
 
-def read_history_rows(folder: str | os.PathLike, color: bool = False) -> list[list[float]] | None:
-    """The rows of the loss CSV; None when there is none (a folder from before it was written)."""
+def read_history_rows(folder: str | os.PathLike, files: NetFiles = MODEL_FILES) -> list[list[float]] | None:
+    """The rows of the network's loss CSV; None when there is none (a folder from before it was written)."""
     try:
-        lines = loss_csv(folder, color).read_text().splitlines()
+        lines = (Path(folder) / files.loss_csv).read_text().splitlines()
     except OSError:
         return None
     rows = []
@@ -170,9 +181,9 @@ def read_history_rows(folder: str | os.PathLike, color: bool = False) -> list[li
     return rows
 
 
-def training_state(folder: str | os.PathLike, meta: dict, color: bool = False) -> TrainingState:
-    """The training state of a folder whose (model or colour-net) config meta is `meta`."""
-    return TrainingState.from_meta(meta, read_history_rows(folder, color))
+def training_state(folder: str | os.PathLike, meta: dict, files: NetFiles = MODEL_FILES) -> TrainingState:
+    """The training state of the network whose config meta is `meta`."""
+    return TrainingState.from_meta(meta, read_history_rows(folder, files))
 
 
 def summary(folder: str | os.PathLike) -> dict | None:
@@ -237,9 +248,9 @@ def stamp(folder: str | os.PathLike) -> tuple[int, int] | None:
         return None
 
 
-def preview_paths(folder: str | os.PathLike, iteration: int, color: bool = False) -> tuple[Path, Path]:
+def preview_paths(folder: str | os.PathLike, iteration: int, files: NetFiles = MODEL_FILES) -> tuple[Path, Path]:
     """(numbered, latest) paths of a preview grid: previews/00001000.png and previews/latest.png."""
-    prefix = COLOR_PREFIX if color else ""
+    prefix = files.preview_prefix
     previews = Path(folder) / PREVIEWS
     return previews / f"{prefix}{iteration:08d}.png", previews / f"{prefix}latest.png"
 

@@ -1,4 +1,4 @@
-"""A resumable checkpoint in the model folder, for the swap model or (`color=True`) its colour net.
+"""A resumable checkpoint in the model folder, for the swap model or (`COLOR_FILES`) its colour net.
 
     weights + config.json    engine.models.save_model / save_color_net; config.json's meta holds the
                              training state (iteration, settings, best loss: engine.models.folder)
@@ -27,10 +27,11 @@ from engine.atomic import write_with
 from engine.models import load_color_net, load_model, save_color_net, save_model
 from engine.models.folder import (
     BACKUP,
-    COLOR_OPTIMIZER,
-    OPTIMIZER,
+    COLOR_FILES,
+    MODEL_FILES,
     REFUSED_SUFFIX,
     SNAPSHOTS,
+    NetFiles,
     TrainingState,
     check_model_dir,
     training_state,
@@ -38,6 +39,8 @@ from engine.models.folder import (
 )
 
 log = logging.getLogger(__name__)
+# how each network's weights are written and read (engine.models.store)
+_STORE = {MODEL_FILES: (save_model, load_model), COLOR_FILES: (save_color_net, load_color_net)}
 
 
 class BrokenModelError(RuntimeError):
@@ -49,7 +52,7 @@ def weights_finite(model: nn.Module) -> bool:
 
 
 def save(folder: str | os.PathLike, net: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState,
-         color: bool = False) -> None:
+         files: NetFiles = MODEL_FILES) -> None:
     """Write a resumable checkpoint: the optimizer, the loss history, then weights + config.json.
 
     The optimizer file carries its iteration, and the history's rows theirs; if a crash lands between
@@ -57,23 +60,23 @@ def save(folder: str | os.PathLike, net: nn.Module, optimizer: torch.optim.Optim
     optimizer instead of moments from other weights, no rows of iterations it never reached).
     """
     if not weights_finite(net):
-        what = f"the colour net in {folder}" if color else f"{folder}"
+        what = f"{files.label} in {folder}" if files.label else f"{folder}"
         raise BrokenModelError(f"refusing to save {what}: the weights hold NaN or Inf")
     folder = Path(folder)
     optimizer_state = {"iteration": state.iteration, "optimizer": optimizer.state_dict()}
-    write_with(folder / _optimizer_file(color), lambda tmp: torch.save(optimizer_state, tmp))
-    write_history(folder, state.history, color)
-    (save_color_net if color else save_model)(folder, net, state.to_meta())
+    write_with(folder / files.optimizer, lambda tmp: torch.save(optimizer_state, tmp))
+    write_history(folder, state.history, files)
+    _STORE[files][0](folder, net, state.to_meta())
 
 
 def load(folder: str | os.PathLike, device: torch.device,
-         color: bool = False) -> tuple[nn.Module, TrainingState, dict | None]:
+         files: NetFiles = MODEL_FILES) -> tuple[nn.Module, TrainingState, dict | None]:
     """-> (network, training state, optimizer state dict or None when missing or out of step)."""
     folder = Path(folder)
     check_model_dir(folder)
-    net, meta = (load_color_net if color else load_model)(folder, device)
-    state = training_state(folder, meta, color)
-    return net, state, load_optimizer_state(folder / _optimizer_file(color), state.iteration, device)
+    net, meta = _STORE[files][1](folder, device)
+    state = training_state(folder, meta, files)
+    return net, state, load_optimizer_state(folder / files.optimizer, state.iteration, device)
 
 
 def load_optimizer_state(path: Path, iteration: int, device: torch.device) -> dict | None:
@@ -139,18 +142,18 @@ def optimizer_mismatch(optimizer: torch.optim.Optimizer, saved: dict) -> str | N
 
 
 def restore(folder: str | os.PathLike, net: nn.Module, optimizer: torch.optim.Optimizer,
-            color: bool = False) -> TrainingState:
+            files: NetFiles = MODEL_FILES) -> TrainingState:
     """Load the folder's checkpoint into the live network and optimizer (the NaN guard's rewind)."""
     device = next(net.parameters()).device
-    saved, state, optimizer_state = load(folder, device, color)
+    saved, state, optimizer_state = load(folder, device, files)
     net.load_state_dict(saved.state_dict())
-    if not load_optimizer_into(optimizer, optimizer_state, folder, color):
+    if not load_optimizer_into(optimizer, optimizer_state, folder, files):
         optimizer.state.clear()
     return state
 
 
 def load_optimizer_into(optimizer: torch.optim.Optimizer, saved: dict | None, folder: str | os.PathLike,
-                        color: bool = False) -> bool:
+                        files: NetFiles = MODEL_FILES) -> bool:
     """Load `saved` (from `load`) into the live optimizer when it fits its parameters; one that does not
     is set aside like an unreadable file. -> whether it was loaded."""
     if saved is None:
@@ -162,7 +165,7 @@ def load_optimizer_into(optimizer: torch.optim.Optimizer, saved: dict | None, fo
             return True
         except (ValueError, KeyError, TypeError, RuntimeError) as err:
             problem = _first_line(err)
-    path = Path(folder) / _optimizer_file(color)
+    path = Path(folder) / files.optimizer
     if path.is_file():
         set_aside_optimizer(path, f"it does not fit the model ({problem})")
     return False
@@ -197,10 +200,6 @@ def copy_matching_weights(target: nn.Module, source: nn.Module) -> int:
                if name in source_tensors and source_tensors[name].shape == t.shape}
     target.load_state_dict(updates, strict=False)
     return len(updates)
-
-
-def _optimizer_file(color: bool) -> str:
-    return COLOR_OPTIMIZER if color else OPTIMIZER
 
 
 def _first_line(err: BaseException) -> str:

@@ -38,7 +38,14 @@ from engine.faces.crops import center_crop_batch
 from engine.faces.mask import face_region_mask
 from engine.models import build_color_net, has_color_net, is_model_dir, load_model
 from engine.models.colornet import face_stats, pair_stats, reinhard_to
-from engine.models.folder import COLOR_WEIGHTS, CONFIG, WEIGHTS, TrainingState, recorded_face_sets
+from engine.models.folder import (
+    COLOR_FILES,
+    COLOR_WEIGHTS,
+    CONFIG,
+    WEIGHTS,
+    TrainingState,
+    recorded_face_sets,
+)
 from engine.progress import Listener, StopFlag
 
 from . import checkpoint, data, distributed
@@ -90,7 +97,7 @@ class ColorSession(LoopSession):
     """One colour-training run: the frozen swap model, the colour net, and its step and preview."""
 
     METRICS = ("loss_color_a", "loss_color_b")
-    COLOR = True  # its checkpoint is the folder's colour net
+    FILES = COLOR_FILES  # its checkpoint is the folder's colour net
     SEED_SALT = (1,)  # not the batches the swap model's phase of the same run drew
     # snapshot_every stays 0: a colour net is a few MB and retrains in minutes, no numbered snapshots
 
@@ -212,7 +219,7 @@ class ColorSession(LoopSession):
         tiles = torch.cat(rows).clamp(0, 1)  # (N, 3 columns, 3, S, S)
         n, cols, ch, s, _ = tiles.shape
         grid = (tiles.permute(0, 3, 1, 4, 2).reshape(n * s, cols * s, ch) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-        write_preview(self.folder, self.state.iteration, grid, color=True)
+        write_preview(self.folder, self.state.iteration, grid, COLOR_FILES)
         return grid
 
     def _all_stats(self, pool: data.FacePool, chunk: int = 64) -> torch.Tensor:
@@ -234,7 +241,7 @@ def open_color_net(config: ColorConfig, folder: Path, device: torch.device):
         if not config.resume:
             raise UserError(f"{folder} already has a colour network: add --resume to continue training it, "
                             f"or delete {folder / COLOR_WEIGHTS} to start a new one")
-        net, state, optimizer_state = checkpoint.load(folder, device, color=True)
+        net, state, optimizer_state = checkpoint.load(folder, device, COLOR_FILES)
         if net.scale != config.scale:
             log.warning("--scale %s ignored: resuming the colour net in %s, which is %sx", config.scale, folder,
                         net.scale)

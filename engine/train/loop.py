@@ -23,7 +23,7 @@ from torch import nn
 
 from engine.atomic import remove_temp_files
 from engine.errors import UserError
-from engine.models.folder import TrainingState
+from engine.models.folder import MODEL_FILES, TrainingState
 from engine.models.lock import training_lock
 from engine.precision import Choice, choose, forward_backward_probe
 from engine.progress import Listener, Reporter, StopFlag
@@ -54,13 +54,13 @@ class LoopSession:
 
     A subclass sets `METRICS`, loads `pools` (`load_pools`), hands its network and saved state to
     `start`, and writes `step` (one optimisation step -> tensor [loss_a, loss_b] on the device) and
-    `preview` (main rank: the grid, or None). `COLOR` says which of the folder's networks the
-    checkpoint is (engine.train.checkpoint); `SEED_SALT` keeps one phase's random streams apart from
+    `preview` (main rank: the grid, or None). `FILES` names the files of the folder's network
+    the checkpoint is (engine.models.folder: MODEL_FILES or COLOR_FILES); `SEED_SALT` keeps one phase's random streams apart from
     the other's.
     """
 
     METRICS: tuple[str, str]  # event metric names of step()'s two losses
-    COLOR = False
+    FILES = MODEL_FILES
     SEED_SALT: tuple[int, ...] = ()
     snapshot_every = 0  # numbered snapshots every N iterations; 0: none
     snapshot_minutes: tuple[float, ...] = ()  # and when the training time passes these marks
@@ -89,13 +89,13 @@ class LoopSession:
         recorded, and random streams for the state's iteration."""
         self.model, self.state = model, state
         self.optimizer = adam(model.parameters(), self.config.lr, self.config.beta1)
-        checkpoint.load_optimizer_into(self.optimizer, optimizer_state, self.folder, self.COLOR)
+        checkpoint.load_optimizer_into(self.optimizer, optimizer_state, self.folder, self.FILES)
         self._set_lr()
         self.state.settings = settings
         self.reseed(state.iteration)
         if state.iteration and self.cluster.is_main:
-            log.info("%s: resuming %sat iteration %d", self.folder, "the colour net " if self.COLOR else "",
-                     state.iteration)
+            label = self.FILES.label
+            log.info("%s: resuming %sat iteration %d", self.folder, f"{label} " if label else "", state.iteration)
 
     def reseed(self, iteration: int) -> None:
         """Fresh random streams per rank and start point, so a resume does not replay old batches."""
@@ -175,9 +175,9 @@ class LoopSession:
             return False
         self.cluster.barrier()  # rank 0 has finished writing the checkpoint every rank now reads
         settings, at = self.state.settings, self.state.iteration
-        what = "the colour net's last save" if self.COLOR else "the last save"
+        what = f"{self.FILES.label}'s last save" if self.FILES.label else "the last save"
         try:
-            state = checkpoint.restore(self.folder, self.model, self.optimizer, color=self.COLOR)
+            state = checkpoint.restore(self.folder, self.model, self.optimizer, self.FILES)
         except (UserError, OSError, RuntimeError, ValueError, KeyError, TypeError) as err:
             raise UserError(f"training went NaN/Inf at iteration {at} and {what} in {self.folder} cannot be "
                             f"loaded to rewind to ({err}); restore the folder from its backup/ or a snapshot, "
@@ -199,7 +199,7 @@ class LoopSession:
             self.write_checkpoint()
 
     def write_checkpoint(self) -> None:
-        checkpoint.save(self.folder, self.model, self.optimizer, self.state, color=self.COLOR)
+        checkpoint.save(self.folder, self.model, self.optimizer, self.state, self.FILES)
 
     def snapshot(self, name: str | None = None) -> None:
         """A copy of the weights, named by iteration or `name` (asked for by `snapshot_every` and

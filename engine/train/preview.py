@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from engine.atomic import write_image
-from engine.models.folder import preview_paths
+from engine.models.folder import MODEL_FILES, NetFiles, preview_paths
 
 COLUMNS = ("A", "A->A", "A->B", "B", "B->B", "B->A")
 
@@ -40,10 +40,11 @@ def render_grid(model: torch.nn.Module, faces_a: torch.Tensor, faces_b: torch.Te
     return (grid * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
-def write_preview(model_dir: str | os.PathLike, iteration: int, grid: np.ndarray, color: bool = False) -> Path:
-    """Save as previews/latest.png (what UIs show) and previews/<iteration>.png (the history); with
-    `color`, the colour net's previews/color-latest.png and color-<iteration>.png."""
-    numbered, latest = preview_paths(model_dir, iteration, color)
+def write_preview(model_dir: str | os.PathLike, iteration: int, grid: np.ndarray,
+                  files: NetFiles = MODEL_FILES) -> Path:
+    """Save as previews/latest.png (what UIs show) and previews/<iteration>.png (the history); the colour
+    net's (COLOR_FILES) as previews/color-latest.png and color-<iteration>.png."""
+    numbered, latest = preview_paths(model_dir, iteration, files)
     write_image(numbered, grid)
     write_image(latest, grid)
     return numbered
