@@ -46,9 +46,14 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def workspace(tmp_path_factory) -> Path:
+    """The server's workspace folder, for tests that put a file where the page would (a trained model)."""
+    return tmp_path_factory.mktemp("workspace")
+
+
+@pytest.fixture(scope="module")
+def server(workspace):
     """`python app.py` on a free loopback port with a fresh workspace; -> base URL."""
-    workspace = tmp_path_factory.mktemp("workspace")
     port = _free_port()
     log = open(workspace.parent / "app.log", "w+")  # noqa: SIM115 - closed below, read on failure
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--workspace", str(workspace),
@@ -303,7 +308,7 @@ def _end_to_end(page, url, data_dir):
         link.click()
     video = ARTIFACTS / "swapped.mp4"
     download.value.save_as(video)
-    from engine.media import probe_video
+    from engine.video_reader import probe_video
 
     info = probe_video(video)
     assert info.has_audio and round(info.duration * info.avg_fps) == 125
@@ -337,3 +342,44 @@ def _end_to_end(page, url, data_dir):
     assert "talk3" in page.locator("#evaluate-report input").input_value()
     page.locator("#evaluate-files a").first.wait_for()
     shot(page, "16-evaluated")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # face sets and a 250-iteration model are made first (shared with the suite's others)
+def test_the_mark_checkbox_decides_whether_a_swapped_photo_carries_the_mark(page, server, workspace, data_dir, mtcnn,
+                                                                          faceset_a, faceset_b):
+    """Unticked, the saved swap has no pixel mark (its metadata still says synthetic); ticked, `verify` finds it."""
+    from conftest import train_lite
+
+    from engine.provenance.verify import verify_file
+    from webapp.projects import Workspace
+
+    open_project(page, server, "mark")
+    # the model as the Train tab leaves it; 250 iterations keep A's pose, so the mark reads back (test_provenance)
+    train_lite(faceset_a, faceset_b, Workspace(workspace).open(None, "mark").model_dir, 250)
+    page.get_by_role("tab", name="Swap").click()
+    checkbox = page.locator("#swap-watermark input[type=checkbox]")
+    checkbox.uncheck()
+    page.locator("#swap-photo input[type=file]").set_input_files(str(data_dir / "photos" / "obama-480p.jpg"))
+    wait_for_text(page.locator("#swap-photo-status"), r"1 face\(s\) swapped", 120)
+    verdicts = {}
+    for marked in (False, True):
+        if marked:
+            before = page.locator("#swap-result img").get_attribute("src")
+            checkbox.check()
+            page.wait_for_function("s => document.querySelector('#swap-result img').src !== s", arg=before,
+                                   timeout=60_000)
+        saved_before = page.locator("#swap-saved a").first.get_attribute("href") if marked else None
+        page.click("#swap-save")
+        page.wait_for_function("h => { const a = document.querySelector('#swap-saved a'); "
+                               "return a && a.getAttribute('href') !== h; }", arg=saved_before, timeout=60_000)
+        with page.expect_download() as download:
+            page.locator("#swap-saved a").first.click()
+        path = ARTIFACTS / f"swapped-{'marked' if marked else 'unmarked'}.png"
+        download.value.save_as(path)
+        shot(page, f"20-swap-{'marked' if marked else 'unmarked'}")
+        verdicts[marked] = verify_file(path, mtcnn)
+    unmarked, marked = verdicts[False], verdicts[True]
+    assert unmarked.reading.faces and not unmarked.marked, unmarked.message()
+    assert unmarked.record.synthetic and unmarked.record.watermark is False, unmarked.message()
+    assert marked.marked and marked.record.watermark is not False, marked.message()
