@@ -201,13 +201,14 @@ def test_training_with_the_identity_loss_runs_and_records_its_weight(faceset_a, 
     assert training_settings(tmp_path / "m")["id_weight"] == 0.5
 
 
-def test_cli_id_weight_defaults_off_and_refuses_negatives(tmp_path):
+def test_cli_id_weight_defaults_to_the_curves_choice_and_refuses_negatives(tmp_path):
     from engine.cli import build_parser
     from engine.errors import UserError
     from engine.train.command import config_from_args
+    from engine.train.config import TrainConfig
 
     base = ["train", "--faces-a", "a", "--faces-b", "b", "--model", str(tmp_path / "m"), "--device", "cpu"]
-    assert config_from_args(build_parser().parse_args(base)).id_weight == 0.0
+    assert config_from_args(build_parser().parse_args(base)).id_weight == TrainConfig.id_weight == 0.5
     assert config_from_args(build_parser().parse_args([*base, "--id-weight", "0.3"])).id_weight == 0.3
     with pytest.raises(UserError, match="--id-weight"):
         config_from_args(build_parser().parse_args([*base, "--id-weight", "-1"]))

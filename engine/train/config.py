@@ -77,8 +77,9 @@ class TrainConfig(LoopConfig):
     eye_mouth_weight: float = 2.0  # extra loss weight on eyes and mouth (0: off)
     background_weight: float = 0.1  # loss weight outside the face mask (1: the whole crop counts alike)
     # weight of the identity loss (engine.identity: 1 - cos(SFace(A->B swap), B's mean embedding)) in
-    # B's side of each step; 0: off. Stays 0 until a likeness curve (bench/likeness.py) picks the weight.
-    id_weight: float = 0.0
+    # B's side of each step; 0: off. 0.5 with the prior won bench/likeness.py at equal wall time (verified
+    # as B 0.80 / 0.00 at 20 min on the two shared pairs, against 0.00 / 0.00 without it; docs/benchmarks.md)
+    id_weight: float = 0.5
     minutes: float | None = None  # a time budget of training (all runs of the folder together) beside `iterations`
     snapshot_minutes: tuple[float, ...] = ()  # numbered snapshots when the training time passes these marks
     init_from: str | None = None  # another model folder to start encoder and decoders from
