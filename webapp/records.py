@@ -23,6 +23,7 @@ import json
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 FIELDS = ("id", "owner", "project", "kind", "lane", "task", "args", "resume", "info", "state", "message", "result",
@@ -44,37 +45,38 @@ def is_redis(url: str | None) -> bool:
     return bool(url) and url.startswith(("redis://", "rediss://", "unix://"))
 
 
-class Records:
+class Records(ABC):
     """The job rows' store. Rows are dicts of `FIELDS` (None where empty)."""
 
+    @abstractmethod
     def insert(self, row: dict) -> int:
         """Add a row (without "id"); -> its new id, higher than every earlier one."""
-        raise NotImplementedError
 
+    @abstractmethod
     def get(self, job_id: int) -> dict | None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def newest(self, owner: str, project: str, kind: str) -> dict | None:
         """The newest row of this kind for the project."""
-        raise NotImplementedError
 
+    @abstractmethod
     def active(self, owner: str | None = None, lane: str | None = None) -> list[dict]:
         """Queued and running rows (of an owner, of a lane), oldest first."""
-        raise NotImplementedError
 
+    @abstractmethod
     def listing(self, limit: int) -> list[dict]:
         """The newest rows, newest first."""
-        raise NotImplementedError
 
+    @abstractmethod
     def update(self, job_id: int, fields: dict, when: dict | None = None) -> bool:
         """Set `fields` while the row holds every `when` value; atomic; -> whether it did."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stale(self, lanes: tuple[str, ...], older_than_s: float) -> list[dict]:
         """Running rows of these lanes whose heartbeat is older than `older_than_s` (or missing)."""
-        raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a default: a store with nothing to release)
         pass
 
 
@@ -151,7 +153,7 @@ class SqliteRecords(Records):
         return self._rows(f"select * from jobs where state='running' and lane in ({marks}) "
                           "and coalesce(heartbeat, 0) < ? order by id", [*lanes, time.time() - older_than_s])
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a default: a store with nothing to release)
         with self._lock:
             self._db.close()
 
@@ -270,5 +272,5 @@ class RedisRecords(Records):
         return [r for r in self.active() if r["state"] == "running" and r["lane"] in lanes
                 and (r["heartbeat"] or 0) < limit]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a default: a store with nothing to release)
         self._redis.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ class TrainResult:
     color: TrainResult | None = None  # the colour-net phase, when it ran
 
 
-class LoopSession:
+class LoopSession(ABC):
     """What `run_loop` drives: one run's network, optimizer, face sets, training state and chores.
 
     A subclass sets `METRICS`, loads `pools` (`load_pools`), hands its network and saved state to
@@ -106,20 +107,22 @@ class LoopSession:
                          for side, pool in self.pools.items()}
         self.augment_gen = torch.Generator(device=self.device).manual_seed(seed)
 
+    @abstractmethod
     def step(self) -> torch.Tensor:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def preview(self) -> np.ndarray | None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def probe_loss(self) -> torch.Tensor:
         """A scalar from one forward pass of the trained network over a batch of this run's size and
         shape (random pixels), under the current autocast: what the precision probe times with its backward."""
-        raise NotImplementedError
 
+    @abstractmethod
     def probe_key(self) -> str:
         """What the probe's answer depends on besides the machine: the network, its size and the batch."""
-        raise NotImplementedError
 
     def choose_precision(self) -> Choice:
         """The run's precision (engine.precision: `auto` probes this network's forward+backward once per
@@ -201,7 +204,7 @@ class LoopSession:
     def write_checkpoint(self) -> None:
         checkpoint.save(self.folder, self.model, self.optimizer, self.state, self.FILES)
 
-    def snapshot(self, name: str | None = None) -> None:
+    def snapshot(self, name: str | None = None) -> None:  # noqa: B027 (a default: sessions without snapshots skip it)
         """A copy of the weights, named by iteration or `name` (asked for by `snapshot_every` and
         `snapshot_minutes`)."""
 
