@@ -45,7 +45,8 @@ RECIPES: dict[str, dict] = {
     "default": {},
     # issue 21: the shipped prior (the default's `prior="auto"`) against random weights, and the identity loss
     "no-prior": {"prior": "none"},
-    "prior-id": {"id_weight": 0.5},
+    "prior-id": {"id_weight": 0.5, "id_robust": False},  # the plain identity loss (measured 2026-12-04)
+    "prior-id-robust": {"id_weight": 0.5, "id_robust": True},  # jittered, capped at B's own photos' likeness
     "lite-5e-5": OLD,
     "lite-3e-4": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100},
     "lite-3e-4-dssim-mask": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100, "loss": "mae_dssim",

@@ -58,7 +58,7 @@ class TrainConfig(LoopConfig):
 
     RECORDED: ClassVar[tuple[str, ...]] = ("faces_a", "faces_b", "batch_size", "lr", "beta1", "warmup", "loss",
                                            "eye_mouth_weight", "background_weight", "init_from", "seed", "warp",
-                                           "color_jitter", "id_weight")
+                                           "color_jitter", "id_weight", "id_robust")
 
     faces_a: str
     faces_b: str
@@ -80,6 +80,9 @@ class TrainConfig(LoopConfig):
     # B's side of each step; 0: off. 0.5 with the prior won bench/likeness.py at equal wall time (verified
     # as B 0.80 / 0.00 at 20 min on the two shared pairs, against 0.00 / 0.00 without it; docs/benchmarks.md)
     id_weight: float = 0.5
+    # the identity loss jitters each swap before SFace and stops pulling a face once it is as like B as
+    # B's own photos (engine.identity.loss: the plain loss learns SFace's blind spots, not B's face)
+    id_robust: bool = True
     minutes: float | None = None  # a time budget of training (all runs of the folder together) beside `iterations`
     snapshot_minutes: tuple[float, ...] = ()  # numbered snapshots when the training time passes these marks
     init_from: str | None = None  # another model folder to start encoder and decoders from

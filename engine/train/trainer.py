@@ -20,7 +20,7 @@ from torch import nn
 
 from engine.errors import UserError
 from engine.faces.crops import center_crop_batch
-from engine.identity.loss import IdentityLoss
+from engine.identity.loss import IdentityLoss, own_likeness
 from engine.models.folder import TrainingState
 from engine.progress import Listener, StopFlag
 
@@ -88,7 +88,8 @@ class Session(LoopSession):
         self.loss_fn = make_loss(config.loss, self.model.resolution, self.coverage,
                                  eye_mouth_weight=config.eye_mouth_weight,
                                  background_weight=config.background_weight)
-        self.identity, self.identity_target = identity_loss(config, self.model, self.pools["b"], cluster)
+        self.identity, self.identity_target = identity_loss(config, self.model, self.pools["b"], cluster,
+                                                             self.augment_gen)
         self.net = cluster.wrap(PairForward(self.model, swap=self.identity is not None))
         if config.compile:
             self.net = torch.compile(self.net)
@@ -148,17 +149,23 @@ class Session(LoopSession):
         return grid
 
 
-def identity_loss(config: TrainConfig, model: nn.Module, pool_b: data.FacePool,
-                  cluster: distributed.Cluster) -> tuple[IdentityLoss | None, torch.Tensor | None]:
+def identity_loss(config: TrainConfig, model: nn.Module, pool_b: data.FacePool, cluster: distributed.Cluster,
+                  generator: torch.Generator) -> tuple[IdentityLoss | None, torch.Tensor | None]:
     """(the identity loss on the model's crops, B's mean SFace embedding over all ranks) when
-    `config.id_weight` > 0, else (None, None)."""
+    `config.id_weight` > 0, else (None, None). `config.id_robust`: jittered with `generator`, and
+    capped at the likeness of B's own faces to that mean (engine.identity.loss)."""
     if not config.id_weight > 0:
         return None, None
     from engine.identity import sface
 
     loss = IdentityLoss(sface.load(cluster.device), model.coverage)
-    target = loss.mean_embedding(pool_b.faces, pool_b.coverage, model.resolution)
-    return loss, torch.nn.functional.normalize(cluster.mean(target), dim=0)
+    faces = loss.embeddings(pool_b.faces, pool_b.coverage, model.resolution)
+    target = torch.nn.functional.normalize(cluster.mean(torch.nn.functional.normalize(faces.sum(0), dim=0)), dim=0)
+    if config.id_robust:
+        loss.generator = generator
+        loss.ceiling = float(cluster.mean(own_likeness(faces, target)))
+        log.info("identity loss: jittered, no pull beyond B's own faces' likeness %.3f", loss.ceiling)
+    return loss, target
 
 
 def train(config: TrainConfig, listeners: list[Listener] | tuple = (), stop: StopFlag | None = None) -> TrainResult:
