@@ -9,7 +9,7 @@ import torch
 from engine.faces.align import FACESET_COVERAGE, TEMPLATE, template_points
 from engine.faces.crops import center_crop_batch
 from engine.identity import sface
-from engine.identity.loss import IdentityLoss, to_sface_input
+from engine.identity.loss import IdentityLoss, jitter_thetas, own_likeness, to_sface_input
 
 PEOPLE = ("George_W_Bush", "Colin_Powell", "Serena_Williams", "Tony_Blair")  # LFW, 3 photos each
 PHOTOS = 3
@@ -193,12 +193,24 @@ def test_training_with_the_identity_loss_runs_and_records_its_weight(faceset_a, 
         return original(self, swapped, target)
 
     monkeypatch.setattr(UsedLoss, "__call__", counted)
+    made = []
+    original_init = UsedLoss.__init__
+
+    def kept(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(UsedLoss, "__init__", kept)
     result = train(TrainConfig(faces_a=str(faceset_a), faces_b=str(faceset_b), model_dir=str(tmp_path / "m"),
                                preset="lite", prior="none", device="cpu", batch_size=4, iterations=3,
                                save_every=3, preview_every=0, precision="fp32", id_weight=0.5))
     assert result.status == "done" and np.isfinite([result.loss_a, result.loss_b]).all()
     assert calls == [torch.Size([4, 3, RESOLUTION, RESOLUTION])] * 3  # the A->B swap of each step
     assert training_settings(tmp_path / "m")["id_weight"] == 0.5
+    # the robust default: jittered by the run's generator, capped at B's own faces' likeness
+    (loss,) = made
+    assert loss.generator is not None and 0.3 < loss.ceiling < 1, loss.ceiling
+    assert training_settings(tmp_path / "m")["id_robust"] is True
 
 
 def test_cli_id_weight_defaults_to_the_curves_choice_and_refuses_negatives(tmp_path):
@@ -212,3 +224,43 @@ def test_cli_id_weight_defaults_to_the_curves_choice_and_refuses_negatives(tmp_p
     assert config_from_args(build_parser().parse_args([*base, "--id-weight", "0.3"])).id_weight == 0.3
     with pytest.raises(UserError, match="--id-weight"):
         config_from_args(build_parser().parse_args([*base, "--id-weight", "-1"]))
+
+
+def test_jittered_faces_keep_their_identity(faces, net):
+    """The robust loss's random flips, turns, scales and shifts move a real face's embedding far less
+    than a change of person does: SFace still tells the people apart through them."""
+    faces_u8, people = faces
+    loss = IdentityLoss(net, COVERAGE)
+    crops = model_crops(faces_u8[:len(PEOPLE) * PHOTOS])
+    generator = torch.Generator().manual_seed(0)
+    thetas = jitter_thetas(len(crops), generator)
+    assert not torch.allclose(thetas, jitter_thetas(len(crops), generator))  # fresh each call
+    with torch.no_grad():
+        plain, moved = loss.embed(crops), loss.embed(crops, thetas)
+    itself = (plain * moved).sum(1)
+    others = [float(plain[j] @ moved[i]) for i in range(len(crops)) for j in range(len(crops))
+              if people[i] != people[j]]
+    # measured: the same face jittered 0.77-0.97; other people 0.07-0.44
+    assert itself.min() > 0.6 and itself.min() > max(others) + 0.1, (itself, max(others))
+
+
+def test_the_ceiling_stops_the_pull_at_b_own_photos_likeness(faces, net):
+    """A face already as like B as B's own photos adds nothing (no gradient); one less like B is pulled."""
+    faces_u8, people = faces
+    crops = model_crops(faces_u8)
+    bush = [i for i, p in enumerate(people) if p == PEOPLE[0]]
+    loss = IdentityLoss(net, COVERAGE)
+    embeddings = loss.embeddings(faces_u8[bush], FACESET_COVERAGE, RESOLUTION)
+    target = loss.mean_embedding(faces_u8[bush], FACESET_COVERAGE, RESOLUTION)
+    ceiling = float(own_likeness(embeddings, target))
+    assert 0.5 < ceiling < 1, ceiling
+    capped = IdentityLoss(net, COVERAGE, ceiling=ceiling)
+    best = max(bush, key=lambda i: float(embeddings[bush.index(i)] @ target))
+    like_b = crops[best:best + 1].clone().requires_grad_(True)
+    value = capped(like_b, target)
+    value.backward()
+    assert abs(value.item() - (1 - ceiling)) < 1e-6 and like_b.grad.abs().sum() == 0
+    other = crops[len(PEOPLE) * PHOTOS:len(PEOPLE) * PHOTOS + 1].clone().requires_grad_(True)  # a UTKFace stranger
+    value = capped(other, target)
+    value.backward()
+    assert value.item() > 1 - ceiling + 0.2 and other.grad.abs().sum() > 0
