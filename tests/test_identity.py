@@ -240,7 +240,7 @@ def test_jittered_faces_keep_their_identity(faces, net):
     itself = (plain * moved).sum(1)
     others = [float(plain[j] @ moved[i]) for i in range(len(crops)) for j in range(len(crops))
               if people[i] != people[j]]
-    # measured: the same face jittered 0.77-0.97; other people 0.07-0.44
+    # measured (seed 0): the same face jittered 0.85-0.98; other people 0.09-0.46
     assert itself.min() > 0.6 and itself.min() > max(others) + 0.1, (itself, max(others))
 
 
