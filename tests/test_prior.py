@@ -105,3 +105,17 @@ def test_pretrain_writes_a_prior_and_resumes_from_the_work_folder_or_the_committ
     card = prior.read_card(out)
     assert card["iterations"] == 3 + 2 and card["started_from_prior_sha256"] == first_sha
     assert json.loads((work / "pretrain.json").read_text())["iterations"] == 3
+
+
+def test_a_minute_bounded_pretrain_shows_no_iteration_total(faceset_a, faceset_b, tmp_path, monkeypatch):
+    """pretrain runs until --minutes: its bar counts iterations with no total to fill (no made-up ETA);
+    the time left comes from the minutes."""
+    from engine.progress import TqdmListener
+
+    events = []
+    monkeypatch.setattr(TqdmListener, "__call__", lambda self, event: events.append(event))
+    assert cli_main(["pretrain", "--out", str(tmp_path / "p.safetensors"), "--work", str(tmp_path / "work"),
+                     "--batch-size", "2", "--preview-every", "0", "--precision", "fp32", "--minutes", "0.05",
+                     "--faces-a", str(faceset_a), "--faces-b", str(faceset_b)]) == 0
+    assert events and all(e.total is None and e.eta_s == e.time_left_s for e in events), events[-1]
+    assert events[-1].step > 0

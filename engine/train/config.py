@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, fields
 from typing import ClassVar
 
+UNLIMITED = 10**9  # iterations that stand for "no iteration limit": a run that --minutes ends (pretrain)
+
 
 @dataclass(kw_only=True)
 class LoopConfig:

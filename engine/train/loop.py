@@ -30,7 +30,7 @@ from engine.precision import Choice, choose, forward_backward_probe
 from engine.progress import Listener, Reporter, StopFlag
 
 from . import checkpoint, data, distributed
-from .config import LoopConfig
+from .config import UNLIMITED, LoopConfig
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,8 @@ def drive(session: LoopSession, job: str, listeners: list[Listener] | tuple, sto
     """`run_loop` in the precision `choose_precision` picks, with progress events of `job` for the
     listeners (main rank only); the first step's event says which precision and why."""
     choice = session.choose_precision()
-    reporter = Reporter(job, total=session.config.iterations, unit="it",
+    total = session.config.iterations if session.config.iterations < UNLIMITED else None  # no bar to fill, no ETA
+    reporter = Reporter(job, total=total, unit="it",
                         listeners=listeners if session.cluster.is_main else (), start_step=session.state.iteration)
     session.first_message = choice.describe()
     return run_loop(session, reporter, stop)

@@ -21,7 +21,7 @@ from pathlib import Path
 from engine.atomic import write_json
 from engine.errors import UserError
 from engine.train.command import add_loop_arguments, check_minutes, stop_on_signals
-from engine.train.config import TrainConfig, defaults
+from engine.train.config import UNLIMITED, TrainConfig, defaults
 
 BASE = "pretrain.json"  # in the work folder: the committed prior's totals a sitting started from
 
@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="the prior file to write (default: weights/prior-<preset>-<size>.safetensors)")
     p.add_argument("--resume", action="store_true",
                    help="continue: the work folder if this machine has it, else from the committed prior")
-    p.add_argument("--iterations", type=int, default=10**9, help=argparse.SUPPRESS)
+    p.add_argument("--iterations", type=int, default=UNLIMITED, help=argparse.SUPPRESS)
     add_loop_arguments(p, d)  # --minutes here is this sitting's training time
 
 
