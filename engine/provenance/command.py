@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("files", nargs="+", metavar="FILE", help="photos and videos to check")
     p.add_argument("--frames", type=int, default=SAMPLE_FRAMES, metavar="N",
-                   help="video frames to read the mark in, spread over the video (default: %(default)s)")
+                   help="video frames to read the mark in: every frame, or every k-th of a longer video (default: %(default)s)")
     p.add_argument("--detector", default="mtcnn", choices=["auto", "mtcnn", "retinaface"],
                    help="face detector that finds the faces to read (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of a sentence")

@@ -3,13 +3,17 @@
 The two are read independently because they fail differently: metadata is exact (source hash,
 date, model id) but the first re-upload strips it; the pixel mark survives re-encoding, scaling
 and cropping but carries only 32 bits (the studio's signature and the model id's first 4 hex
-digits). A video's faces vote together: the soft bits of up to `frames` sampled frames are summed
-before deciding, so one blurred frame does not flip a bit.
+digits). A video's faces vote together: the mark's sign follows a keyed code of the frame's index
+(`watermark.code`), so the soft bits of up to `frames` frames (every frame of a short clip, every k-th
+of a long one) are each multiplied by their frame's code and summed; the face's own texture, the same
+in every frame, cancels while the mark adds up. A clip whose start was cut off is found by trying code
+offsets (`watermark.TRIM_SEARCH`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +25,7 @@ from engine.provenance import watermark
 from engine.provenance.metadata import read_record
 from engine.provenance.record import Provenance
 
-SAMPLE_FRAMES = 16
+SAMPLE_FRAMES = 240  # frames of a video read at most (about 30 s of reading on a quiet 2-core machine)
 
 
 @dataclass
@@ -82,6 +86,7 @@ class Verdict:
                 "bit_accuracy": self.bit_accuracy, "confidence": self.confidence,
                 "model_tag": None if self.reading is None or not self.reading.faces else self.reading.model_tag,
                 "faces_read": 0 if self.reading is None else self.reading.faces, "frames_read": self.frames_read,
+                "code_offset": None if self.reading is None or not self.reading.coded else self.reading.offset,
                 "error": self.error, "message": self.message()}
 
 
@@ -101,7 +106,7 @@ def verify_file(path: str | os.PathLike, detector, frames: int = SAMPLE_FRAMES) 
         elif is_image(path):
             from engine.media import read_image
 
-            images = [read_image(path)]
+            images = [(0, read_image(path))]
         else:
             raise UserError(f"{path}: not a photo or video (by its name); verify reads images and videos")
     except UserError as err:
@@ -112,34 +117,33 @@ def verify_file(path: str | os.PathLike, detector, frames: int = SAMPLE_FRAMES) 
     return verdict
 
 
-def read_mark(images: list[np.ndarray], detector) -> watermark.MarkReading:
-    """The mark of `images` (frames of one video, or one photo): in each, the face that reads most like a
-    marked one votes (by closeness to +-1, not by agreement with the signature, so picking the face does
-    not favour a false match)."""
-    soft, faces = np.zeros(watermark.PAYLOAD_BITS), 0
-    for start in range(0, len(images), 8):
-        batch = images[start:start + 8]
-        for image, found in zip(batch, detector.detect(batch), strict=True):
-            readings = [watermark.read_face(image, face.landmarks) for face in found]
-            if readings:
-                soft += max(readings, key=watermark.signal)
-                faces += 1
-    return watermark.MarkReading(soft, faces)
+def read_mark(frames: list[tuple[int, np.ndarray]], detector) -> watermark.MarkReading:
+    """The mark of `frames` ((index in the video, RGB) of one video's frames, or (0, photo)): in each, the
+    face that reads with the most correlation energy votes (`watermark.signal`: blind to the bits' signs,
+    so picking the face does not favour a false match), and `watermark.combine` sums the votes by the code."""
+    readings = []
+    for start in range(0, len(frames), 8):
+        batch = frames[start:start + 8]
+        for (index, image), found in zip(batch, detector.detect([image for _, image in batch]), strict=True):
+            soft = [watermark.read_face(image, face.landmarks) for face in found]
+            if soft:
+                readings.append((index, max(soft, key=watermark.signal)))
+    return watermark.combine(readings)
 
 
-def _sample_frames(path: Path, frames: int) -> list[np.ndarray]:
-    """Up to `frames` frames spread evenly over the video (decoded in order, the rest skipped)."""
+def _sample_frames(path: Path, frames: int) -> list[tuple[int, np.ndarray]]:
+    """(index, RGB) of up to `frames` frames over the video: every frame of a clip that has no more,
+    else every k-th (k the least step that keeps to `frames`), decoded in order."""
     from engine.video_reader import probe_video, read_frames
 
     info = probe_video(path)
     total = max(1, info.frames)
-    wanted = set(np.linspace(0, total - 1, num=min(frames, total)).round().astype(int).tolist())
+    step = max(1, math.ceil(total / max(1, frames)))
     out = []
-    with contextlib.closing(read_frames(info)) as decoded:
+    with contextlib.closing(read_frames(info, every=step)) as decoded:
         for index, rgb in decoded:
-            if index in wanted:
-                out.append(rgb)
-            if index >= max(wanted):
+            out.append((index, rgb))
+            if len(out) >= frames:
                 break
     if not out:
         raise UserError(f"{path}: no frames could be decoded; is it a video?")

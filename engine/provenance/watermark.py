@@ -52,9 +52,31 @@ NOISE_FLOOR = 1.0  # grey levels squared added to that power: the noise of encod
 MIRROR = True  # each bit's cells come in mirror pairs of opposite chips: a symmetric face reads 0
 KEY = 20261202  # seed of the patterns: fixed, so every copy of the studio reads every other's marks
 SIGNATURE_BITS = 16
-FOUND_AT = 15  # signature bits (of 16) that must agree before a mark counts as found: 2.6e-4 by chance
+FOUND_AT = 15  # signature bits (of 16) that must agree before a photo's mark counts as found: 2.6e-4 by chance
+CODE_BLOCK = 8  # frames: the mark's sign holds for a block, then flips for the next (a pair of blocks: +- or -+)
+CODE_PAIRS = 4096  # keyed pair signs before the code repeats (8.7 minutes at 30 fps, blocks of 8)
+CODE_KEY = KEY + 1  # seed of the pair signs
+MIN_PAIRS = 4  # pair blocks a reading must span for the code's test (below: a photo's, by signature bits)
+TRIM_SEARCH = 64  # frames trimmed off a clip's start that a reader still finds: code offsets 0..63 are tried
+FOUND_CHANCE = 1e-4  # a coded reading counts as found when an unmarked clip's chance (all offsets) is below this
 _STEPS = (-3.0, -2.25, -1.5, -0.75, 0.0, 0.75, 1.5, 2.25, 3.0)  # px of MARK_SIZE
 SEARCH_SHIFTS = [(dx, dy) for dy in _STEPS for dx in _STEPS]  # where a reader looks around the detected face
+
+
+@functools.cache
+def _pair_signs() -> np.ndarray:
+    """(CODE_PAIRS, 32) keyed +-1: each bit's sign for each pair of blocks."""
+    return np.random.default_rng(CODE_KEY).choice(np.array([-1.0, 1.0]), size=(CODE_PAIRS, PAYLOAD_BITS))
+
+
+def code(index: int) -> np.ndarray:
+    """(32,) each bit's sign (+1 or -1) in frame `index` of a video (0 for a photo): blocks of CODE_BLOCK
+    frames in pairs of opposite signs (+- or -+, by each bit's keyed pair sign), so that any whole pair of
+    blocks sums a face's constant projection on each bit to zero while the mark, multiplied by the code,
+    adds up; and keyed per bit and pair, so that an unmarked clip's coded sums are sums of independent
+    random signs (`MarkReading.chance`)."""
+    pair, within = divmod(int(index), 2 * CODE_BLOCK)
+    return _pair_signs()[pair % CODE_PAIRS] * (1.0 if within < CODE_BLOCK else -1.0)
 
 
 def _highpass(luma: np.ndarray) -> np.ndarray:
@@ -151,9 +173,10 @@ def allowance(frame: np.ndarray, matrix: np.ndarray, share: float = JND_SHARE) -
     return cv2.warpAffine(allowed, shifted, (MARK_SIZE, MARK_SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
 
 
-def embed(frame: np.ndarray, landmarks: np.ndarray, payload: int, *, region: tuple[np.ndarray, np.ndarray] | None = None,
-          share: float = JND_SHARE) -> np.ndarray:
-    """`frame` (RGB uint8, changed in place and returned) with `payload` marked on the face at `landmarks`.
+def embed(frame: np.ndarray, landmarks: np.ndarray, payload: int, *, index: int = 0,
+          region: tuple[np.ndarray, np.ndarray] | None = None, share: float = JND_SHARE) -> np.ndarray:
+    """`frame` (RGB uint8, changed in place and returned) with `payload` marked on the face at `landmarks`,
+    its sign that of `code(index)`: `index` is the frame's place in its video (0 for a photo).
 
     Each pixel of the face changes by its whole allowance (`allowance`), up or down as its cell's chip
     and bit say: under a per-pixel limit, that is what gives every bit the largest correlation.
@@ -167,7 +190,7 @@ def embed(frame: np.ndarray, landmarks: np.ndarray, payload: int, *, region: tup
         mask, mask_matrix = region
         amplitude *= cv2.warpAffine(np.asarray(mask, dtype=np.float32), _compose(matrix, align.invert(mask_matrix)),
                                     (MARK_SIZE, MARK_SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
-    signs = np.where(np.array(payload_bits(payload)) > 0, 1.0, -1.0).astype(np.float32)
+    signs = (code(index) * np.where(np.array(payload_bits(payload)) > 0, 1.0, -1.0)).astype(np.float32)
     chips = cv2.GaussianBlur(layout.cells * signs[layout.owner], (0, 0), PATTERN_BLUR)
     _add_in_frame(frame, amplitude * chips, matrix)
     return frame
@@ -248,10 +271,27 @@ def signal(soft: np.ndarray) -> float:
 
 @dataclass
 class MarkReading:
-    """What the pixels say: the payload read (majority of the faces' soft bits) and how sure that is."""
+    """What the pixels say: the payload read from the faces' soft bits, each multiplied by its frame's code
+    and summed, and how sure that is.
 
-    soft: np.ndarray  # (32,) summed soft bits
+    A video spanning MIN_PAIRS pairs of code blocks or more is tested by the code: its `statistic` is the
+    signature bits' coded sum (each bit's sign by the signature) over the norm of their per-pair terms, and
+    `chance` bounds the probability that an unmarked clip reaches it at any of the `offsets` tried
+    (Hoeffding: the keyed signs, one per bit and pair, are independent random signs that the host's own
+    pixels cannot know, so for any faces an unmarked clip's statistic exceeds x with chance at most
+    exp(-x^2 / 2) at one offset; 16 bits x P pairs of terms, so a clip of P pairs can reach sqrt(16 P)). A photo (or a clip too short for the code) is tested by how
+    many of its 16 signature bits agree, as before (binomial chance)."""
+
+    soft: np.ndarray  # (32,) summed soft bits, each frame's times its code
     faces: int  # faces read
+    offset: int = 0  # frames the reading's indices were shifted by (the clip's start trimmed off by as many)
+    offsets: int = 1  # offsets tried
+    statistic: float | None = None  # the signature's coded statistic (None: a photo's reading)
+    norm: np.ndarray | None = None  # (32,) each bit's norm of its per-pair terms (the coded sum's scale)
+
+    @property
+    def coded(self) -> bool:
+        return self.statistic is not None
 
     @property
     def bits(self) -> list[int]:
@@ -269,17 +309,27 @@ class MarkReading:
 
     @property
     def found(self) -> bool:
-        return self.faces > 0 and self.signature_agreement >= FOUND_AT
+        if self.faces == 0:
+            return False
+        return self.chance < FOUND_CHANCE if self.coded else self.signature_agreement >= FOUND_AT
 
     @property
     def chance(self) -> float:
-        """Probability that an unmarked face agrees with the signature this well by chance."""
+        """Probability that unmarked faces read this much like the signature by chance."""
+        if self.coded:
+            x = max(self.statistic, 0.0)
+            return min(1.0, self.offsets * math.exp(-0.5 * x * x))
         k = self.signature_agreement
         return sum(math.comb(SIGNATURE_BITS, j) for j in range(k, SIGNATURE_BITS + 1)) / 2 ** SIGNATURE_BITS
 
     @property
     def confidence(self) -> float:
         return 1.0 - self.chance if self.faces else 0.0
+
+    @property
+    def margin(self) -> np.ndarray | None:
+        """(32,) each bit's coded sum over its norm: how many deviations it stands from 0 (None for a photo)."""
+        return None if self.norm is None else self.soft / np.maximum(self.norm, 1e-12)
 
     @property
     def model_tag(self) -> str:
@@ -296,10 +346,46 @@ class MarkReading:
         return sum(int(a == b) for a, b in zip(self.bits, expected, strict=True)) / PAYLOAD_BITS
 
 
-def read_faces(frames_and_landmarks) -> MarkReading:
-    """Sum the soft bits of every (frame, landmarks) pair: a video's faces vote together."""
-    soft, n = np.zeros(PAYLOAD_BITS, dtype=np.float64), 0
-    for frame, landmarks in frames_and_landmarks:
-        soft += read_face(frame, landmarks)
-        n += 1
-    return MarkReading(soft, n)
+def _signature_signs() -> np.ndarray:
+    return 2.0 * np.array(payload_bits(SIGNATURE << 16)[:SIGNATURE_BITS]) - 1.0
+
+
+def combine(readings, trim_search: int = TRIM_SEARCH) -> MarkReading:
+    """One reading from (frame index, soft bits) pairs of one video's faces (or one photo's, index 0).
+
+    Each face's soft bits are multiplied by its frame's code and summed. A clip whose start may have been
+    trimmed is read at code offsets 0..`trim_search`-1 (index + offset), and the offset whose signature
+    statistic is largest is the reading; `chance` counts every offset tried."""
+    readings = [(int(i), np.asarray(r, dtype=np.float64)) for i, r in readings]
+    if not readings:
+        return MarkReading(np.zeros(PAYLOAD_BITS), 0)
+    index = np.array([i for i, _ in readings])
+    soft = np.stack([r for _, r in readings])
+    sig = _signature_signs()
+    if len(np.unique(index // (2 * CODE_BLOCK))) < MIN_PAIRS:  # a photo, or too few frames for the code
+        return MarkReading((soft * np.array([code(i) for i in index])).sum(axis=0), len(readings))
+    best = None
+    offsets = range(max(1, trim_search))
+    for offset in offsets:
+        pair, within = np.divmod(index + offset, 2 * CODE_BLOCK)
+        signed = soft * np.where(within < CODE_BLOCK, 1.0, -1.0)[:, None]
+        pairs, group = np.unique(pair, return_inverse=True)
+        terms = np.zeros((len(pairs), PAYLOAD_BITS))
+        np.add.at(terms, group, signed)  # each pair's (first block - second block)
+        norm = np.linalg.norm(terms, axis=0)  # each bit's, before the keyed signs: what the host alone decides
+        terms *= _pair_signs()[pairs % CODE_PAIRS]
+        total = terms.sum(axis=0)
+        statistic = float(total[:SIGNATURE_BITS] @ sig / max(np.linalg.norm(norm[:SIGNATURE_BITS]), 1e-12))
+        if best is None or statistic > best.statistic:
+            best = MarkReading(total, len(readings), offset, len(offsets), statistic, norm)
+    return best
+
+
+def read_faces(faces, trim_search: int = TRIM_SEARCH) -> MarkReading:
+    """Read every (frame, landmarks) or (frame, landmarks, frame index) and `combine` them: a video's faces
+    vote together, each by its frame's code (index 0 when none is given: a photo)."""
+    readings = []
+    for item in faces:
+        frame, landmarks, index = item if len(item) == 3 else (*item, 0)
+        readings.append((index, read_face(frame, landmarks)))
+    return combine(readings, trim_search)

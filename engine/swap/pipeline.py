@@ -215,9 +215,12 @@ class Swapper:
         faces = self.find_faces([rgb])[0]
         return self.swap_at_landmarks([rgb], [[f.landmarks for f in faces]])[0][0]
 
-    def swap_at_landmarks(self, frames: list[np.ndarray], landmarks: list[list[np.ndarray]]
-                          ) -> tuple[list[np.ndarray], list[list[SwappedFace]]]:
+    def swap_at_landmarks(self, frames: list[np.ndarray], landmarks: list[list[np.ndarray]],
+                          indices: list[int] | None = None) -> tuple[list[np.ndarray], list[list[SwappedFace]]]:
         """Swap the faces at the given landmarks in each frame, all faces through the model in one batch.
+
+        `indices` are the frames' places in their video (the mark's sign follows them, `watermark.code`);
+        None: 0 for each (photos).
 
         Returns the new frames (copies) and, per frame, where each face went.
         """
@@ -247,7 +250,7 @@ class Swapper:
                 for i, faces_placed in enumerate(placed):
                     for face in faces_placed:
                         watermark.embed(outputs[i], face.landmarks, payload_for(self.model_id),
-                                        region=(face.mask, face.matrix))
+                                        index=0 if indices is None else indices[i], region=(face.mask, face.matrix))
         return outputs, placed
 
     def provenance(self, source: str | os.PathLike | None) -> Provenance:

@@ -159,7 +159,7 @@ def _swapped(swapper: Swapper, video: VideoInfo, starts: dict[int, int] | None, 
             indices = [i for i, _ in batch]
             images = [img for _, img in batch]
             landmarks, detected = tracking.landmarks(swapper, indices, images, every)
-            outputs, placed = swapper.swap_at_landmarks(images, landmarks)
+            outputs, placed = swapper.swap_at_landmarks(images, landmarks, indices)  # the mark's code follows the index
             yield [SwappedFrame(index, image, swapped, faces, index == start, found)
                    for index, image, swapped, faces, found in zip(indices, images, outputs, placed, detected,
                                                                   strict=True)]
