@@ -77,7 +77,7 @@ from engine.video_writer import TimedVideoWriter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-ATTACKS = ("none", "crf23", "crf28", "jpeg75", "half", "crop10", "crop10-corner", "half-crf28", "crop10-crf28",
+ATTACKS = ("raw", "none", "crf23", "crf28", "jpeg75", "half", "crop10", "crop10-corner", "half-crf28", "crop10-crf28",
            "half-crop10-crf28", "trim13-crf28")
 CHAINS = {"half-crf28": ("half", "crf28"), "crop10-crf28": ("crop10", "crf28"),
           "half-crop10-crf28": ("half", "crop10", "crf28"),  # issue 24: a re-upload, one step after another
@@ -547,21 +547,32 @@ def run_clip(swapper: Swapper, source: Path, frames: int | None, repeats: int, a
     if out_dir is not None:
         middle = next(i for i in range(len(faces) // 2, len(faces)) if faces[i])
         result["strip"] = str(save_strip(out_dir, source.stem, marked[middle], unmarked[middle], faces[middle][0]))
+        # the code flips every CODE_BLOCK frames: the two frames either side of a flip, marked, side by side
+        flip = watermark.CODE_BLOCK * (middle // watermark.CODE_BLOCK + 1)
+        if flip < len(faces) and faces[flip - 1] and faces[flip]:
+            result["strip_flip"] = str(save_strip(out_dir, f"{source.stem}-flip{flip - 1}-{flip}", marked[flip],
+                                                  marked[flip - 1], faces[flip][0]))
+    print(json.dumps({"clip": source.stem, "load": load(), **{k: result[k] for k in
+                      ("frames", "face_width_px", "psnr_db", "visibility", "mark_snr")}}), file=sys.stderr, flush=True)
     if repeats > 0:
         result["speed"], on_mp4, off_mp4 = speed(swapper, clip, tmp, repeats)
     else:  # no timing: the outputs as a user gets them (the swap's writer: libx264 CRF 18)
         on_mp4 = write_video(marked, tmp / f"{source.stem}-on.mp4", info.times, crf=18)
         off_mp4 = write_video(unmarked, tmp / f"{source.stem}-off.mp4", info.times, crf=18)
     user = decoded(on_mp4)
-    result["attacks"] = {"raw": read_iss(marked, largest_faces(swapper.detector, marked), payload)} if attacks else {}
+    result["attacks"] = {"raw": read_iss(marked, largest_faces(swapper.detector, marked), payload)} \
+        if "raw" in attacks else {}
     del marked, unmarked
-    for name in attacks:
+    for name in (a for a in attacks if a != "raw"):
         frames_attacked = attack(name, user, on_mp4, tmp)
         result["attacks"][name] = read_iss(frames_attacked, largest_faces(swapper.detector, frames_attacked),
                                            payload)
-        print(json.dumps({"clip": source.stem, "attack": name, **result["attacks"][name]}), file=sys.stderr)
+        print(json.dumps({"clip": source.stem, "attack": name, "load": load(), **result["attacks"][name]}),
+              file=sys.stderr, flush=True)
     plain = decoded(off_mp4)
     result["unmarked"] = read_iss(plain, largest_faces(swapper.detector, plain), payload)
+    print(json.dumps({"clip": source.stem, "attack": "unmarked output", "load": load(), **result["unmarked"]}),
+          file=sys.stderr, flush=True)
     return result
 
 
