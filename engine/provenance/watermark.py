@@ -9,16 +9,22 @@ cells mirror the left's with the chip negated, so a symmetric face (eyes, brows,
 cell's chip and bit say: `JND_SHARE` of Chou and Li's JND (`engine.provenance.jnd`: luminance and
 texture masking) where the face is textured, in proportion to its local std below `TEXTURE_FULL`
 grey levels, and at most `FLAT_CAP` (2 levels once rounded) where it is flat, so the mark goes to
-hair-line, brows and edges and stays out of smooth skin. Reading detects the face, aligns it the same
-way, high-passes its luma and correlates it with each bit's cells, each pixel weighted by the inverse
-of the face's own local high-pass power (where the face is smooth its texture hides the mark least);
-a video's faces vote by summing those correlations.
+hair-line, brows and edges and stays out of smooth skin. Each bit's sign in a video's frame follows a keyed
+code of the frame's index (`code`): blocks of CODE_BLOCK frames in pairs of opposite signs, each bit and
+pair its own keyed sign (a photo is frame 0). Reading detects the face, aligns it the same way,
+high-passes its luma and correlates it with each bit's cells, each pixel weighted by the inverse of the
+face's own local high-pass power (where the face is smooth its texture hides the mark least); a video's
+faces vote by summing those correlations each times its frame's code (`combine`), so the face's own
+projection on each bit, the same in every frame of a talking head, cancels pair by pair while the mark
+adds up; a clip whose start was cut off is read at the best of TRIM_SEARCH code offsets.
 
 What it costs and reads: docs/benchmarks.md ("Provenance watermark"). In short, no 8x8 block of the
-face changes by more than the JND, but one face carries only about 0.5-1 noise deviation a bit against
-its own texture, and that texture's share is the same in every frame of a clip, so voting does not
-remove it: the mark does not read back exactly after a re-upload. The container metadata and the
-clip-level record still say the file is synthetic.
+face changes by more than the JND and the code does cancel the face's own projection (an unmarked
+clip's coded sums behave like noise), but what is left does not read back exactly after a re-upload:
+the mark's change from one block of frames to the next is small and an H.264 encoder drops most of it
+(the studio's own CRF 18 output already about halves it, CRF 28 leaves too little), and a short model's
+smooth faces carry almost nothing under the JND. The container metadata and the clip-level record
+still say the file is synthetic.
 
 The patterns are fixed by `KEY`, so anyone with this code can read (and, knowingly, strip) the mark:
 it labels honest output, it is not a secret.
