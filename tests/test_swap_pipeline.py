@@ -80,8 +80,11 @@ def test_colour_modes_move_the_face_toward_the_frames_colours(swapper, frame):
     core = _core(results["none"][1], frame.shape)
     target = _face_stats(frame, core)
     gap = {mode: np.abs(_face_stats(out, core) - target) for mode, (out, _) in results.items()}
-    # Reinhard matches LAB means: every channel's gap shrinks, lightness to within a couple of units
-    assert np.all(gap["reinhard"] < gap["none"]) and gap["reinhard"][0] < 3.0, gap
+    # Reinhard matches LAB means: every channel's gap shrinks or is already under one unit (well below
+    # the ~2.3 one can see; a channel the model already got right can move by a fraction of a unit
+    # either way), lightness to within a couple of units
+    assert np.all((gap["reinhard"] < gap["none"]) | (gap["reinhard"] < 1.0)) and gap["reinhard"][0] < 3.0, gap
+    assert gap["reinhard"].sum() < gap["none"].sum(), gap
     assert gap["hist"].sum() < gap["none"].sum() and gap["average"].sum() < gap["none"].sum(), gap
     assert np.array_equal(no_strength, results["none"][0])  # strength 0 = the model's own colours
     assert swapper.color_mode == "reinhard"  # auto without a learned colour net
