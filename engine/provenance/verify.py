@@ -13,8 +13,10 @@ offsets (`watermark.TRIM_SEARCH`).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,42 +111,49 @@ def verify_file(path: str | os.PathLike, detector, frames: int = SAMPLE_FRAMES) 
             images = [(0, read_image(path))]
         else:
             raise UserError(f"{path}: not a photo or video (by its name); verify reads images and videos")
+        reading, verdict.frames_read = read_mark(images, detector)
+        if not verdict.frames_read:
+            raise UserError(f"{path}: no frames could be decoded; is it a video?")
     except UserError as err:
         verdict.error = str(err).removeprefix(f"{path}: ")
         return verdict
-    verdict.frames_read = len(images)
-    verdict.reading = read_mark(images, detector)
+    verdict.reading = reading
     return verdict
 
 
-def read_mark(frames: list[tuple[int, np.ndarray]], detector) -> watermark.MarkReading:
-    """The mark of `frames` ((index in the video, RGB) of one video's frames, or (0, photo)): in each, the
-    face that reads with the most correlation energy votes (`watermark.signal`: blind to the bits' signs,
-    so picking the face does not favour a false match), and `watermark.combine` sums the votes by the code."""
-    readings = []
-    for start in range(0, len(frames), 8):
-        batch = frames[start:start + 8]
+def read_mark(frames: Iterable[tuple[int, np.ndarray]], detector) -> tuple[watermark.MarkReading, int]:
+    """The mark of `frames` ((index in the video, RGB) of one video's frames, or (0, photo)) and how many
+    frames were read: in each, the face that reads with the most correlation energy votes
+    (`watermark.signal`: blind to the bits' signs, so picking the face does not favour a false match), and
+    `watermark.combine` sums the votes by the code. Frames are taken 8 at a time as they come, so a long
+    1080p clip never holds more than a batch of frames in memory."""
+    readings, count = [], 0
+    for batch in _batches(frames, 8):
+        count += len(batch)
         for (index, image), found in zip(batch, detector.detect([image for _, image in batch]), strict=True):
             soft = [watermark.read_face(image, face.landmarks) for face in found]
             if soft:
                 readings.append((index, max(soft, key=watermark.signal)))
-    return watermark.combine(readings)
+    return watermark.combine(readings), count
 
 
-def _sample_frames(path: Path, frames: int) -> list[tuple[int, np.ndarray]]:
-    """(index, RGB) of up to `frames` frames over the video: every frame of a clip that has no more,
-    else every k-th (k the least step that keeps to `frames`), decoded in order."""
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of up to `size` consecutive items (itertools.batched, which Python 3.11 lacks)."""
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+def _sample_frames(path: Path, frames: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, RGB) of up to `frames` frames over the video, as they are decoded: every frame of a clip
+    that has no more, else every k-th (k the least step that keeps to `frames`)."""
     from engine.video_reader import probe_video, read_frames
 
     info = probe_video(path)
     total = max(1, info.frames)
     step = max(1, math.ceil(total / max(1, frames)))
-    out = []
     with contextlib.closing(read_frames(info, every=step)) as decoded:
-        for index, rgb in decoded:
-            out.append((index, rgb))
-            if len(out) >= frames:
+        for count, (index, rgb) in enumerate(decoded, start=1):
+            yield index, rgb
+            if count >= frames:
                 break
-    if not out:
-        raise UserError(f"{path}: no frames could be decoded; is it a video?")
-    return out
