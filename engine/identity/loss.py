@@ -104,7 +104,13 @@ class IdentityLoss:
 
     def mean_embedding(self, faces_u8: torch.Tensor, src_coverage: float, resolution: int) -> torch.Tensor:
         """(128,) unit mean of `embeddings` of the faces: B's target."""
-        return F.normalize(self.embeddings(faces_u8, src_coverage, resolution).sum(0), dim=0)
+        return unit_mean(self.embeddings(faces_u8, src_coverage, resolution))
+
+
+def unit_mean(embeddings: torch.Tensor) -> torch.Tensor:
+    """(N, D) or (D,) -> (D,): the unit-normalised sum (mean) over the first axis of a 2-D input, or
+    a 1-D vector normalised (e.g. ranks' means averaged by the cluster)."""
+    return F.normalize(embeddings.sum(0) if embeddings.dim() == 2 else embeddings, dim=0)
 
 
 def own_likeness(embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from torch import nn
 
 from engine.errors import UserError
 from engine.faces.crops import center_crop_batch
-from engine.identity.loss import IdentityLoss, own_likeness
+from engine.identity.loss import IdentityLoss, own_likeness, unit_mean
 from engine.models.folder import TrainingState
 from engine.progress import Listener, StopFlag
 
@@ -160,7 +160,7 @@ def identity_loss(config: TrainConfig, model: nn.Module, pool_b: data.FacePool, 
 
     loss = IdentityLoss(sface.load(cluster.device), model.coverage)
     faces = loss.embeddings(pool_b.faces, pool_b.coverage, model.resolution)
-    target = torch.nn.functional.normalize(cluster.mean(torch.nn.functional.normalize(faces.sum(0), dim=0)), dim=0)
+    target = unit_mean(cluster.mean(unit_mean(faces)))  # each rank's mean, then the ranks' mean
     if config.id_robust:
         loss.generator = generator
         loss.ceiling = float(cluster.mean(own_likeness(faces, target)))
