@@ -310,8 +310,7 @@ class MarkReading:
     @property
     def signature_agreement(self) -> int:
         """How many of the 16 signature bits read as the studio's signature."""
-        expected = payload_bits(SIGNATURE << 16)[:SIGNATURE_BITS]
-        return sum(int(a == b) for a, b in zip(self.bits[:SIGNATURE_BITS], expected, strict=True))
+        return sum(int(a == b) for a, b in zip(self.bits[:SIGNATURE_BITS], _signature_bits(), strict=True))
 
     @property
     def found(self) -> bool:
@@ -352,8 +351,13 @@ class MarkReading:
         return sum(int(a == b) for a, b in zip(self.bits, expected, strict=True)) / PAYLOAD_BITS
 
 
+def _signature_bits() -> list[int]:
+    """The studio's 16 signature bits, as every mark carries them first."""
+    return payload_bits(SIGNATURE << 16)[:SIGNATURE_BITS]
+
+
 def _signature_signs() -> np.ndarray:
-    return 2.0 * np.array(payload_bits(SIGNATURE << 16)[:SIGNATURE_BITS]) - 1.0
+    return 2.0 * np.array(_signature_bits()) - 1.0
 
 
 def combine(readings, trim_search: int = TRIM_SEARCH) -> MarkReading:
