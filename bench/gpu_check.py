@@ -45,7 +45,37 @@ def prepare() -> dict:
             shutil.copytree(DATA / part, target)
         else:
             shutil.copy2(DATA / part, target)
-    return {"staged": str(TRAVELS)}
+    return {"staged": str(TRAVELS), "wheels_bytes": repack_wheels(STAGE / "wheels"), "travels_mib": travel_mib()}
+
+
+def repack_wheels(folder: Path) -> int:
+    """Recompress the wheels with LZMA (pip's zipfile reads it): PyAV's ffmpeg libraries shrink from 36 MB to
+    27 MB, which keeps the tree + carry under the device tool's 64 MiB. -> their bytes after."""
+    import zipfile
+
+    for wheel in sorted(folder.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as zin:
+            if all(info.compress_type == zipfile.ZIP_LZMA for info in zin.infolist()):
+                continue
+            tmp = wheel.with_suffix(".tmp")
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_LZMA) as zout:
+                for info in zin.infolist():
+                    zout.writestr(info, zin.read(info.filename), compress_type=zipfile.ZIP_LZMA)
+        tmp.replace(wheel)
+    return sum(w.stat().st_size for w in folder.glob("*.whl"))
+
+
+def travel_mib() -> float:
+    """What the device tool sends: the tracked tree plus the carried .gpu folders (limit 64 MiB). Over it,
+    move the shipped lite prior aside for the call: the GPU default (intracoder) has no shipped prior."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    files = [ROOT / name for name in tracked.decode().split("\0") if name]
+    files += [f for f in STAGE.rglob("*") if f.is_file() and f.parts[len(STAGE.parts)] in ("wheels", "train")]
+    mib = round(sum(f.stat().st_size for f in files if f.is_file()) / 2**20, 1)
+    if mib > 64:
+        print(f"{mib} MiB would travel (limit 64): `mv weights/prior-lite-64.safetensors /tmp/` for the call, "
+              "`git checkout weights/` after", file=sys.stderr)
+    return mib
 
 
 def pair_faces() -> tuple[Path, Path, Path]:

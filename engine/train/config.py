@@ -60,7 +60,7 @@ class TrainConfig(LoopConfig):
 
     RECORDED: ClassVar[tuple[str, ...]] = ("faces_a", "faces_b", "batch_size", "lr", "beta1", "warmup", "loss",
                                            "eye_mouth_weight", "background_weight", "init_from", "seed", "warp",
-                                           "color_jitter", "id_weight", "id_robust")
+                                           "color_jitter", "id_weight", "id_robust", "id_ceiling")
 
     faces_a: str
     faces_b: str
@@ -87,6 +87,7 @@ class TrainConfig(LoopConfig):
     # minutes on the two shared pairs: verified as B 0.40 / 0.40 against the plain loss's 1.00 / 0.00,
     # distance moved 0.84 / 0.74 against 0.91 / 0.59 (docs/benchmarks.md, "The robust identity loss")
     id_robust: bool = True
+    id_ceiling: bool = True  # with id_robust: the stop at B's own photos' likeness (False: jitter alone)
     minutes: float | None = None  # a time budget of training (all runs of the folder together) beside `iterations`
     snapshot_minutes: tuple[float, ...] = ()  # numbered snapshots when the training time passes these marks
     init_from: str | None = None  # another model folder to start encoder and decoders from

@@ -153,7 +153,7 @@ def identity_loss(config: TrainConfig, model: nn.Module, pool_b: data.FacePool, 
                   generator: torch.Generator) -> tuple[IdentityLoss | None, torch.Tensor | None]:
     """(the identity loss on the model's crops, B's mean SFace embedding over all ranks) when
     `config.id_weight` > 0, else (None, None). `config.id_robust`: jittered with `generator`, and
-    capped at the likeness of B's own faces to that mean (engine.identity.loss)."""
+    (`config.id_ceiling`) capped at the likeness of B's own faces to that mean (engine.identity.loss)."""
     if not config.id_weight > 0:
         return None, None
     from engine.identity import sface
@@ -163,8 +163,12 @@ def identity_loss(config: TrainConfig, model: nn.Module, pool_b: data.FacePool, 
     target = unit_mean(cluster.mean(unit_mean(faces)))  # each rank's mean, then the ranks' mean
     if config.id_robust:
         loss.generator = generator
-        loss.ceiling = float(cluster.mean(own_likeness(faces, target)))
-        log.info("identity loss: jittered, no pull beyond B's own faces' likeness %.3f", loss.ceiling)
+        ceiling = float(cluster.mean(own_likeness(faces, target)))  # every rank takes part, used or not
+        if config.id_ceiling:
+            loss.ceiling = ceiling
+            log.info("identity loss: jittered, no pull beyond B's own faces' likeness %.3f", ceiling)
+        else:
+            log.info("identity loss: jittered, no ceiling (B's own faces' likeness %.3f)", ceiling)
     return loss, target
 
 
