@@ -4,7 +4,9 @@ bf16 pays only on hardware with bf16 units (Ampere+ GPUs; CPUs with AVX512-BF16 
 CPUs PyTorch emulates it and a `lite` training step is about 10x slower than in float32 (measured on
 a 2-core AVX2 EPYC, docs/benchmarks.md "Precision"). So `auto` decides by evidence:
 
-- CUDA: bf16 where `torch.cuda.is_bf16_supported()`, else float32;
+- CUDA: float32 without bf16 units; with them, the same timed probe as below (on an H200 the small
+  presets are launch-bound and bf16 ran 5-11 % slower than float32, dfl-h128 1.5x faster:
+  docs/benchmarks.md "GPU check"), bf16 when there is nothing to time;
 - a CPU without bf16 units (no avx512_bf16/amx_bf16 in /proc/cpuinfo, or oneDNN/ATen capped below
   them by ONEDNN_MAX_CPU_ISA/ATEN_CPU_CAPABILITY): float32, certain, no probe;
 - a CPU with them: a timed probe of the run's own training step in both modes (seconds), cached per
@@ -90,14 +92,17 @@ def choose(requested: str, device: torch.device, *, probe: Callable[[bool], floa
            network: str = "") -> Choice:
     """The precision to run in. `requested`: auto, bf16 or fp32. `probe(bf16)` times one training step
     in that mode (seconds); it runs only for `auto` on a CPU with bf16 units and no cached answer for
-    `network` (a key naming the architecture, its size and the batch)."""
+    `network` (a key naming the architecture, its size and the batch); on a GPU with bf16 units too."""
     check(requested)
     if requested != "auto":
         return Choice(requested, "asked for (--precision)")
     if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return Choice("bf16", f"{torch.cuda.get_device_name(device)} has bf16 units")
-        return Choice("fp32", f"{torch.cuda.get_device_name(device)} has no bf16 units")
+        gpu = torch.cuda.get_device_name(device)
+        if not torch.cuda.is_bf16_supported():
+            return Choice("fp32", f"{gpu} has no bf16 units")
+        if probe is None:
+            return Choice("bf16", f"{gpu} has bf16 units")
+        return _probed(probe, machine_key(network, device))
     if device.type != "cpu":
         return Choice("fp32", f"no bf16 probe for {device.type} devices")
     units, why = cpu_bf16_units()
@@ -105,7 +110,11 @@ def choose(requested: str, device: torch.device, *, probe: Callable[[bool], floa
         return Choice("fp32", why)
     if probe is None:
         return Choice("fp32", "this CPU has bf16 units, but nothing to time them on")
-    key = machine_key(network)
+    return _probed(probe, machine_key(network))
+
+
+def _probed(probe: Callable[[bool], float], key: str) -> Choice:
+    """The cached answer for `key`, else the probe's (then cached)."""
     cached = _read_cache().get(key)
     if cached:
         return _decide(cached, cached_note=True)
@@ -137,8 +146,11 @@ def _decide(measured: dict[str, float], cached_note: bool) -> Choice:
     return Choice("fp32", f"bf16 measured {text} than float32 here{when}", measured)
 
 
-def machine_key(network: str) -> str:
-    """What a probe's answer depends on: CPU, torch, threads, the capability caps and the network."""
+def machine_key(network: str, device: torch.device | None = None) -> str:
+    """What a probe's answer depends on: CPU, torch, threads, the capability caps and the network; on
+    a GPU, its name, torch and the network."""
+    if device is not None and device.type == "cuda":
+        return "|".join((torch.cuda.get_device_name(device), f"torch {torch.__version__}", network))
     caps = ",".join(f"{k}={os.environ.get(k, '')}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"))
     return "|".join((cpu_name(), f"torch {torch.__version__}", f"{torch.get_num_threads()} threads", caps, network))
 
