@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check (docs/benchmarks.md, "GPU check"): at most 8 minutes on one GPU, one JSON line.
 #
-#   bash bench/gpu_check.sh prepare     here, once: wheels the GPU image lacks and the shared pair's
-#                                       training face sets and clip into .gpu/ (git-ignored)
+#   bash bench/gpu_check.sh prepare     here, once: wheels the GPU image lacks (LZMA-repacked) and the
+#                                       shared pair's clip and photos into .gpu/ (git-ignored); prints
+#                                       travels_mib: over 64, move weights/prior-lite-64.safetensors aside
+#                                       for the call (the GPU default has no prior) and restore it after
 #   bash bench/gpu_check.sh run         there, through the device tool with carry [".gpu/wheels", ".gpu/train"]:
 #                                       speed per preset, 5 minutes of the GPU default with snapshots
 #                                       at 2 and 5 minutes, swap fps at 1080p; JSON + snapshots in $OUT
