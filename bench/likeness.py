@@ -48,6 +48,7 @@ RECIPES: dict[str, dict] = {
     "prior-id": {"id_weight": 0.5, "id_robust": False},  # the plain identity loss (measured 2026-12-04)
     "prior-id-robust": {"id_weight": 0.5, "id_robust": True},  # jittered, capped at B's own photos' likeness
     "prior-id-jitter": {"id_weight": 0.5, "id_robust": True, "id_ceiling": False},  # jittered, no cap
+    "prior-id-robust-w1": {"id_weight": 1.0, "id_robust": True},  # the robust loss pulled twice as hard
     "lite-5e-5": OLD,
     "lite-3e-4": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100},
     "lite-3e-4-dssim-mask": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100, "loss": "mae_dssim",
