@@ -70,7 +70,7 @@ def travel_mib() -> float:
     move the shipped lite prior aside for the call: the GPU default (intracoder) has no shipped prior."""
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     files = [ROOT / name for name in tracked.decode().split("\0") if name]
-    files += [f for f in STAGE.rglob("*") if f.is_file() and f.parts[len(STAGE.parts)] in ("wheels", "train")]
+    files += [f for carried in (STAGE / "wheels", TRAVELS) for f in carried.rglob("*")]
     mib = round(sum(f.stat().st_size for f in files if f.is_file()) / 2**20, 1)
     if mib > 64:
         print(f"{mib} MiB would travel (limit 64): `mv weights/prior-lite-64.safetensors /tmp/` for the call, "

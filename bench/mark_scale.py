@@ -73,6 +73,8 @@ def reuploaded(frames: list[np.ndarray], times, tmp: Path, name: str) -> list[np
 
 
 def measure(clean: list[np.ndarray], times, box, cell: int, flip: bool, base: list[np.ndarray], tmp: Path) -> dict:
+    """One row: the mark of `cell` px (constant or flipping) re-uploaded; `base`: the unmarked clip's
+    re-upload, as luma."""
     full = pattern(clean[0].shape[:2], box, cell)
     signs = [(-1.0) ** (i // FLIP_BLOCK) if flip else 1.0 for i in range(len(clean))]
     marked = [np.clip(f.astype(np.float64) + AMPLITUDE * s * full[..., None], 0, 255).round().astype(np.uint8)
@@ -81,9 +83,9 @@ def measure(clean: list[np.ndarray], times, box, cell: int, flip: bool, base: li
     h, w = base[0].shape[:2]
     half = cv2.resize(full, (w, h), interpolation=cv2.INTER_AREA)
     norm = float((half * half).sum())
-    survived = [float(((luma(a) - luma(b)) * half).sum()) / norm / (AMPLITUDE * s)
+    survived = [float(((luma(a) - b) * half).sum()) / norm / (AMPLITUDE * s)
                 for a, b, s in zip(after, base, signs, strict=True)]
-    own = [float((luma(b) * half).sum()) / norm for b in base]  # the face's own projection, in levels
+    own = [float((b * half).sum()) / norm for b in base]  # the face's own projection, in levels
     blocks = np.array(own[: len(own) // (2 * FLIP_BLOCK) * 2 * FLIP_BLOCK]).reshape(-1, FLIP_BLOCK).mean(1)
     return {"cell_px": cell, "flip": flip, "survived": round(float(np.mean(survived)), 3),
             "survived_min": round(float(np.min(survived)), 3),
@@ -102,7 +104,7 @@ def main() -> int:
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        base = reuploaded(clean, info.times, tmp, "clean")
+        base = [luma(f) for f in reuploaded(clean, info.times, tmp, "clean")]
         rows = [measure(clean, info.times, box, cell, flip, base, tmp) for cell in CELLS for flip in (False, True)]
     print(json.dumps({"bench": "mark_scale", "video": args.video.name, "frames": len(clean),
                       "frame_size": list(clean[0].shape[:2]), "face_box": list(map(int, box)),

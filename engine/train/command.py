@@ -41,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of the identity loss: SFace's cosine distance of the A->B swap to B's "
                         "faces (0: off; default %(default)s)")
     p.add_argument("--id-robust", action=argparse.BooleanOptionalAction, default=d["id_robust"],
-                   help="jitter each swapped face before the identity network and stop pulling once it is as "
-                        "like B as B's own photos (default: on; --no-id-robust: the plain loss)")
+                   help="jitter each swapped face before the identity network and (--id-ceiling) stop pulling "
+                        "once it is as like B as B's own photos (default: on; --no-id-robust: the plain loss)")
     p.add_argument("--id-ceiling", action=argparse.BooleanOptionalAction, default=d["id_ceiling"],
                    help="with --id-robust: stop pulling a face once it is as like B as B's own photos "
                         "(default: on; --no-id-ceiling: jitter alone)")

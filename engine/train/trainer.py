@@ -163,12 +163,11 @@ def identity_loss(config: TrainConfig, model: nn.Module, pool_b: data.FacePool, 
     target = unit_mean(cluster.mean(unit_mean(faces)))  # each rank's mean, then the ranks' mean
     if config.id_robust:
         loss.generator = generator
-        ceiling = float(cluster.mean(own_likeness(faces, target)))  # every rank takes part, used or not
-        if config.id_ceiling:
-            loss.ceiling = ceiling
-            log.info("identity loss: jittered, no pull beyond B's own faces' likeness %.3f", ceiling)
+        if config.id_ceiling:  # the same config on every rank: all of them join cluster.mean or none
+            loss.ceiling = float(cluster.mean(own_likeness(faces, target)))
+            log.info("identity loss: jittered, no pull beyond B's own faces' likeness %.3f", loss.ceiling)
         else:
-            log.info("identity loss: jittered, no ceiling (B's own faces' likeness %.3f)", ceiling)
+            log.info("identity loss: jittered, no ceiling")
     return loss, target
 
 
