@@ -221,26 +221,24 @@ def summarise(accuracies: list[float], found: list[bool], frames: int, clip_accu
 
 
 def read_iss(frames: list[np.ndarray], landmarks: list[np.ndarray | None], payload: int) -> dict:
-    """Our mark, read per frame and over the clip as `verify` reads a video: each face's soft bits times its
-    frame's code (`watermark.code` of its position in the attacked clip), summed, at the code offset the
-    signature reads best (`watermark.combine`, offsets 0..TRIM_SEARCH-1)."""
-    accuracies, found, readings = [], [], []
+    """Our mark, read per frame (the share of a face's 32 symbols whose sign is right, `watermark.symbols` of
+    its position in the attacked clip) and over the clip as `verify` reads a video (`watermark.combine`:
+    the clip's faces decoded whole, at the best of the code offsets 0..TRIM_SEARCH-1)."""
+    indices, crops = [], []
     started = time.perf_counter()
     for index, (frame, points) in enumerate(zip(frames, landmarks, strict=True)):
-        if points is None:
-            found.append(False)
-            continue
-        soft = watermark.read_face(frame, points)
-        one = watermark.combine([(0, soft * watermark.code(index))], trim_search=1)  # this face alone
-        accuracies.append(one.bit_accuracy(payload))
-        found.append(one.found)
-        readings.append((index, soft))
-    read_ms = 1000 * (time.perf_counter() - started) / max(1, len(readings))
+        if points is not None:
+            indices.append(index)
+            crops.append(watermark.face_crop(frame, points))
+    soft = watermark.weigh(crops)
+    read_ms = 1000 * (time.perf_counter() - started) / max(1, len(crops))
+    accuracies = [float(np.mean(np.sign(s) == watermark.symbols(i, payload))) for i, s in zip(indices, soft, strict=True)]
+    found = [False] * len(frames)  # one face of a video is never decoded alone
     started = time.perf_counter()
-    clip = watermark.combine(readings)
+    clip = watermark.combine(zip(indices, soft, strict=True))
     combine_ms = 1000 * (time.perf_counter() - started)
     signs = 2 * np.array(payload_bits(payload)) - 1
-    margin = None if clip.margin is None else clip.margin * signs
+    margin = None if clip.margin is None else clip.margin * signs  # > 0: the bit is right
     return summarise(accuracies, found, len(frames), clip.bit_accuracy(payload), clip.found,
                      {"exact": clip.payload == payload and clip.faces > 0, "faces": clip.faces,
                       "coded": clip.coded, "offset": clip.offset,
@@ -257,13 +255,12 @@ def mark_snr(marked: list[np.ndarray], unmarked: list[np.ndarray], faces: list[l
     (`watermark.read_face`, in noise deviations) times the payload's signs, marked and unmarked; the
     marked mean less the unmarked is what one face contributes to a clip's vote, the unmarked spread is
     the face's own noise."""
-    signs = 2 * np.array(payload_bits(payload)) - 1
     on, off = [], []
     for index, (a, b, placed) in enumerate(zip(marked, unmarked, faces, strict=True)):
         for face in placed:
-            c = watermark.code(index)
-            on.append(watermark.read_face(a, face.landmarks) * signs * c)
-            off.append(watermark.read_face(b, face.landmarks) * signs * c)
+            c = watermark.symbols(index, payload)
+            on.append(watermark.read_face(a, face.landmarks) * c)
+            off.append(watermark.read_face(b, face.landmarks) * c)
     if not on:
         return {}
     on, off = np.array(on), np.array(off)
@@ -648,7 +645,7 @@ def main() -> None:
         result.update({"model": str(args.model or "lite, 300 iterations (trained by the bench)"),
                        "model_id": swapper.model_id[:12], "payload": f"{payload_for(swapper.model_id):08x}",
                        "mark": {"size": watermark.MARK_SIZE, "cell": watermark.CELL, "jnd_share": watermark.JND_SHARE,
-                                "flat_cap": watermark.FLAT_CAP, "texture_full": watermark.TEXTURE_FULL,
+                                "flat_cap": watermark.FLAT_CAP, "amplitude_max": watermark.AMPLITUDE_MAX,
                                 "found_at": watermark.FOUND_AT}})
         clips = [c for c in args.clips.split(",") if c]
         result["clips"] = [run_clip(swapper, args.data / "video" / f"{c}.mp4", args.frames, args.repeats, attacks,

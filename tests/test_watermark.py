@@ -87,14 +87,15 @@ def test_mark_stays_under_the_jnd(photos, marked):
 
 
 def test_mark_moves_each_bit_its_payloads_way(photos, marked):
-    """At the geometry it was made at, the mark adds to every bit's correlation (in noise deviations) on
-    the payload's side: 0.55-1.0 a bit on average on these photos (measured), where an unmarked face
-    reads about 0. A photo is frame 0: each bit's sign is the payload's times `watermark.code(0)`."""
-    signs = (2 * np.array(payload_bits(PAYLOAD)) - 1) * watermark.code(0)
-    filters = watermark._layout().filters
+    """At the geometry it was made at, the mark adds to every group's correlation (in noise deviations) on
+    the payload's side, where an unmarked face reads about 0. A photo is frame 0: each group's sign is
+    its payload bit's times `watermark.code(0)` (`watermark.symbols`)."""
+    signs = watermark.symbols(0, PAYLOAD)
+    assert np.array_equal(signs, (2 * np.array(payload_bits(PAYLOAD)) - 1) * watermark.code(0))
     for (name, rgb, points), out in zip(photos, marked, strict=True):
         matrix = watermark.mark_matrix(points)
-        read = [watermark._correlate(filters, watermark._crop(image, matrix)) for image in (out, rgb)]
+        crops = [watermark._highpass(watermark._luma(watermark._crop(image, matrix))).ravel() for image in (out, rgb)]
+        read = watermark.weigh(crops)
         gain = (read[0] - read[1]) * signs
         assert gain.mean() > 0.3, (name, gain.round(2))
 
@@ -161,9 +162,8 @@ def _clip_readings(frames: int, gain: float, *, start: int = 0, bias: float = 1.
     deviations RMS), the mark's `gain` a face times its frame's code, and frame-to-frame noise. `start`
     frames were cut off the clip's start, so its frame `start` is the reader's index 0."""
     rng = np.random.default_rng(seed)
-    signs = 2.0 * np.array(payload_bits(PAYLOAD)) - 1.0
     own = rng.normal(0.0, bias, PAYLOAD_BITS)
-    return [(t - start, own + gain * watermark.code(t) * signs + rng.normal(0.0, noise, PAYLOAD_BITS))
+    return [(t - start, own + gain * watermark.symbols(t, PAYLOAD) + rng.normal(0.0, noise, PAYLOAD_BITS))
             for t in range(start, frames)]
 
 
@@ -178,6 +178,37 @@ def test_code_is_balanced_and_keyed():
     assert 0.35 < (firsts > 0).mean() < 0.65 and len({tuple(row) for row in firsts}) == len(firsts)
 
 
+def test_walsh_transform_and_parity_known_answers():
+    values = np.random.default_rng(0).normal(size=16)
+    hadamard = np.array([[(-1) ** bin(t & m).count("1") for m in range(16)] for t in range(16)])
+    assert np.allclose(watermark.walsh(values), hadamard @ values)
+    numbers = np.array([0, 1, 3, 0xFFFFFFFF, 0x80000001, 0x5A3C36B8])
+    assert watermark._parity(numbers).tolist() == [bin(int(n)).count("1") % 2 for n in numbers]
+
+
+def test_symbols_carry_the_payload_plainly_in_pair_0_and_coded_after():
+    """Pair 0 (frames 0-15, a photo's) says the payload's bits; later pairs say keyed parities of them, so two
+    payloads that differ in one bit differ in about half of each later pair's symbols."""
+    bits = 2.0 * np.array(payload_bits(PAYLOAD)) - 1.0
+    for t in (0, 7, 8, 15):
+        assert np.array_equal(watermark.message(t, PAYLOAD), bits)
+    other = PAYLOAD ^ 1
+    differ = [np.mean(watermark.message(16 * j, PAYLOAD) != watermark.message(16 * j, other)) for j in range(1, 65)]
+    assert 0.35 < np.mean(differ) < 0.65
+    assert np.array_equal(watermark.symbols(40, PAYLOAD), watermark.code(40) * watermark.message(40, PAYLOAD))
+
+
+def test_decoding_the_clip_whole_reads_a_faint_mark():
+    """A mark of 0.2 noise deviations a face and group, read bit by bit, reads a third of its bits wrong; the
+    clip decoded whole (130 frames, all 65,536 tags) reads the exact payload and finds it."""
+    readings = _clip_readings(130, gain=0.2, bias=1.5, seed=5)
+    reading = watermark.combine(readings)
+    assert reading.payload == PAYLOAD and reading.found and reading.offset == 0, reading.statistic
+    assert reading.tags == 2 ** 16 and (reading.margin * (2 * np.array(payload_bits(PAYLOAD)) - 1) > 0).all()
+    per_face = np.mean([np.mean(np.sign(s) == watermark.symbols(t, PAYLOAD)) for t, s in readings])
+    assert per_face < 0.6
+
+
 def test_code_cancels_the_faces_own_projection():
     """A face's own projection larger than the mark's gain, the same in every frame: summed by the code the
     clip reads its exact payload and is found; summed plainly (a mark without the code) it is not exact."""
@@ -190,7 +221,8 @@ def test_code_cancels_the_faces_own_projection():
 
 
 def test_unmarked_clips_are_not_found():
-    """No mark, faces with their own projections: the code's test finds none in 50 clips (its bound: 1e-4)."""
+    """No mark, faces with their own projections: the code's test finds none in 50 clips (its bound: 1e-4
+    over every tag and offset)."""
     for seed in range(50):
         reading = watermark.combine(_clip_readings(135, gain=0.0, bias=1.5, seed=seed))
         assert reading.coded and not reading.found, (seed, reading.statistic)

@@ -123,18 +123,20 @@ def verify_file(path: str | os.PathLike, detector, frames: int = SAMPLE_FRAMES) 
 
 def read_mark(frames: Iterable[tuple[int, np.ndarray]], detector) -> tuple[watermark.MarkReading, int]:
     """The mark of `frames` ((index in the video, RGB) of one video's frames, or (0, photo)) and how many
-    frames were read: in each, the face that reads with the most correlation energy votes
-    (`watermark.signal`: blind to the bits' signs, so picking the face does not favour a false match), and
-    `watermark.combine` sums the votes by the code. Frames are taken 8 at a time as they come, so a long
-    1080p clip never holds more than a batch of frames in memory."""
-    readings, count = [], 0
+    frames were read: in each, the face that reads with the most correlation energy alone votes
+    (`watermark.signal`: blind to the symbols' signs, so picking the face does not favour a false match);
+    `watermark.weigh` turns the kept faces' crops into soft symbols by the clip's own noise and
+    `watermark.combine` decodes them. Frames are taken 8 at a time as they come, so a long 1080p clip never
+    holds more than a batch of frames (and a 64 KB crop per frame read) in memory."""
+    indices, crops, count = [], [], 0
     for batch in _batches(frames, 8):
         count += len(batch)
         for (index, image), found in zip(batch, detector.detect([image for _, image in batch]), strict=True):
-            soft = [watermark.read_face(image, face.landmarks) for face in found]
-            if soft:
-                readings.append((index, max(soft, key=watermark.signal)))
-    return watermark.combine(readings), count
+            faces = [watermark.face_crop(image, face.landmarks) for face in found]
+            if faces:
+                indices.append(index)
+                crops.append(max(faces, key=lambda crop: watermark.signal(watermark.weigh([crop])[0])))
+    return watermark.combine(zip(indices, watermark.weigh(crops), strict=True)), count
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:

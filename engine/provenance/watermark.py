@@ -1,33 +1,33 @@
-"""An invisible mark in the pixels of each swapped face, shaped by what the eye cannot see (issue 24).
+"""An invisible mark in the pixels of each swapped face that a video platform's re-encode leaves readable (issue 24).
 
-How: spread spectrum in the face's own geometry, bounded pixel by pixel by a just-noticeable
-difference. The face core of a 128 px aligned crop (the same 5-point alignment as extraction and
-swapping, `engine.faces.align`, at coverage 0.8, less a hole on each eye) is cut into 4 px cells;
-each cell is dealt to one of the 32 payload bits with a +-1 chip (by `KEY`), and the right half's
-cells mirror the left's with the chip negated, so a symmetric face (eyes, brows, mouth, contour) reads
-0 on every bit. Marking changes each frame pixel of the face by its whole allowance, up or down as its
-cell's chip and bit say: `JND_SHARE` of Chou and Li's JND (`engine.provenance.jnd`: luminance and
-texture masking) where the face is textured, in proportion to its local std below `TEXTURE_FULL`
-grey levels, and at most `FLAT_CAP` (2 levels once rounded) where it is flat, so the mark goes to
-hair-line, brows and edges and stays out of smooth skin. Each bit's sign in a video's frame follows a keyed
-code of the frame's index (`code`): blocks of CODE_BLOCK frames in pairs of opposite signs, each bit and
-pair its own keyed sign (a photo is frame 0). Reading detects the face, aligns it the same way,
-high-passes its luma and correlates it with each bit's cells, each pixel weighted by the inverse of the
-face's own local high-pass power (where the face is smooth its texture hides the mark least); a video's
-faces vote by summing those correlations each times its frame's code (`combine`), so the face's own
-projection on each bit, the same in every frame of a talking head, cancels pair by pair while the mark
-adds up; a clip whose start was cut off is read at the best of TRIM_SEARCH code offsets.
+How: a coarse, soft pattern in the face's own geometry, coded over a video's frames and decoded whole.
+The face core of a 128 px aligned crop (the same 5-point alignment as extraction and swapping,
+`engine.faces.align`, at coverage 0.8, less a hole on each eye) is cut into CELL px cells (20-30 px of
+a 250-350 px face: bench/mark_scale.py measured that a re-upload at half size and CRF 28 keeps most of a
+grain this coarse and a quarter of a 4 px one); each cell is dealt to one of 32 groups with a +-1 chip
+(by `KEY`), and the right half's cells mirror the left's with the chip negated, so a symmetric face
+reads 0 on every group. Each pixel changes by its allowance, up or down as its cell's chip and group's
+symbol say: `FLAT_CAP` (2 levels once rounded) where the face is flat, up to `JND_SHARE` of Chou and Li's
+JND (`engine.provenance.jnd`) and at most AMPLITUDE_MAX where it is textured or dark, the least over
+SMOOTH px and blurred, so the allowance adds no fine texture of its own; the least JND is 3 levels, so
+no pixel changes by more than the eye's threshold there.
 
-What it costs and reads: docs/benchmarks.md ("Provenance watermark"). In short, no 8x8 block of the
-face changes by more than the JND and the code does cancel the face's own projection (an unmarked
-clip's coded sums behave like noise), but what is left does not read back exactly after a re-upload:
-the mark's change from one block of frames to the next is small and an H.264 encoder drops most of it
-(the studio's own CRF 18 output already about halves it, CRF 28 leaves too little), and a short model's
-smooth faces carry almost nothing under the JND. The container metadata and the clip-level record
-still say the file is synthetic.
+In time: each group's sign holds for a block of CODE_BLOCK frames and flips for the next (`code`), each
+pair of blocks and group its own keyed sign, so a face's own projection, the same in every frame of a
+talking head, cancels pair by pair. What the symbols say (`message`): in pair 0 the payload's own 32
+bits (a photo is frame 0 and reads them plainly, by its signature bits); in every later pair keyed
+random parities of the payload's bits, so that a clip is an error-correcting code of its payload. A
+video's reader (`combine`) sums each face's correlations pair by pair and decodes the model tag (the
+payload's low 16 bits; the high 16 are the studio's signature, known to every reader) by maximum
+likelihood over all 65,536 tags at once, a Walsh-Hadamard transform of the pairs' votes: all of the
+clip's mark, on every group and pair, goes into one decision instead of 32 separate ones, which is
+what lets a faint mark read exactly. A clip whose start was cut off is read at the best of TRIM_SEARCH
+code offsets; `chance` bounds the probability that an unmarked clip reads as marked with any tag at
+any offset (Hoeffding over the keyed signs).
 
-The patterns are fixed by `KEY`, so anyone with this code can read (and, knowingly, strip) the mark:
-it labels honest output, it is not a secret.
+What it costs and reads: docs/benchmarks.md ("Provenance watermark", issue 24). The patterns are
+fixed by `KEY`, so anyone with this code can read (and, knowingly, strip) the mark: it labels honest
+output, it is not a secret.
 """
 
 from __future__ import annotations
@@ -46,43 +46,78 @@ from engine.provenance.record import PAYLOAD_BITS, SIGNATURE, bits_payload, payl
 
 MARK_SIZE = 128  # px of the aligned crop the mark lives in
 MARK_COVERAGE = 0.8  # that crop's coverage: the face square at 0.8 of its side
-CELL = 4  # px (of MARK_SIZE) of one pattern cell: small enough to stay clear of the face's own shading
-HIGHPASS_SIGMA = 2.0  # px: the reader's high-pass removes shading below this scale
-PATTERN_BLUR = 1.0  # px: softens the cells' edges
+CELL = 8  # px (of MARK_SIZE) of one pattern cell: 20-30 px of a 250-350 px face, what a re-upload keeps
+HIGHPASS_SIGMA = 6.0  # px: the reader's high-pass removes shading broader than the cells
+PATTERN_BLUR = 2.5  # px: soft cell edges (no block edges to see, nothing fine for an encoder to drop)
+SATURATE = 2.0  # the blurred pattern times this, clipped to +-1: flat tops, soft edges (`_soft_cells`)
 JND_SHARE = 0.8  # of Chou-Li's JND a pixel may change by (0.8 x 3 + 0.5 rounding stays under the least JND, 3)
-FLAT_CAP = 1.5  # grey levels a flat pixel (local std < jnd.FLAT_STD) may change by: 2 at most once rounded
-TEXTURE_FULL = 4.0  # local std (grey levels) from which a pixel gets its whole JND share; less below, in proportion
+FLAT_CAP = 2.4  # grey levels a flat pixel (local std < jnd.FLAT_STD) may change by: 2 once rounded (1.5 gave
+# half the pixels 1: half the coded signal)
+AMPLITUDE_MAX = 3.0  # grey levels: the most any pixel carries, however textured (a coarse pattern flickers)
+SMOOTH = 4  # px (of MARK_SIZE): the allowance is the least over this reach, then blurred: no texture of its own
 EYE_HOLE = 0.3  # radius of the hole around each eye, in eye distances: no mark on the eyes' whites
-NOISE_WINDOW = 5  # px (of MARK_SIZE): the reader's window of the face's own local high-pass power
+NOISE_WINDOW = 9  # px (of MARK_SIZE): the shift search's window of one face's local high-pass power
 NOISE_FLOOR = 1.0  # grey levels squared added to that power: the noise of encoding where the face is flat
-MIRROR = True  # each bit's cells come in mirror pairs of opposite chips: a symmetric face reads 0
+MIRROR = True  # each group's cells come in mirror pairs of opposite chips: a symmetric face reads 0
 KEY = 20261202  # seed of the patterns: fixed, so every copy of the studio reads every other's marks
 SIGNATURE_BITS = 16
+TAG_BITS = PAYLOAD_BITS - SIGNATURE_BITS  # what a video's reader decodes; the signature is known to it
 FOUND_AT = 15  # signature bits (of 16) that must agree before a photo's mark counts as found: 2.6e-4 by chance
 CODE_BLOCK = 8  # frames: the mark's sign holds for a block, then flips for the next (a pair of blocks: +- or -+)
 CODE_PAIRS = 4096  # keyed pair signs before the code repeats (8.7 minutes at 30 fps, blocks of 8)
 CODE_KEY = KEY + 1  # seed of the pair signs
-MIN_PAIRS = 4  # pair blocks a reading must span for the code's test (below: a photo's, by signature bits)
+MASK_KEY = KEY + 2  # seed of the symbols' parity masks (pair 0's are the payload's own bits)
+MIN_PAIRS = 2  # pair blocks a reading must span to be decoded as a video (below: read as a photo)
 TRIM_SEARCH = 64  # frames trimmed off a clip's start that a reader still finds: code offsets 0..63 are tried
-FOUND_CHANCE = 1e-4  # a coded reading counts as found when an unmarked clip's chance (all offsets) is below this
-_STEPS = (-3.0, -2.25, -1.5, -0.75, 0.0, 0.75, 1.5, 2.25, 3.0)  # px of MARK_SIZE
+FOUND_CHANCE = 1e-4  # a coded reading counts as found when an unmarked clip's chance (all offsets, tags) is below this
+_STEPS = (-2.0, 0.0, 2.0)  # px of MARK_SIZE
 SEARCH_SHIFTS = [(dx, dy) for dy in _STEPS for dx in _STEPS]  # where a reader looks around the detected face
 
 
 @functools.cache
 def _pair_signs() -> np.ndarray:
-    """(CODE_PAIRS, 32) keyed +-1: each bit's sign for each pair of blocks."""
+    """(CODE_PAIRS, 32) keyed +-1: each group's sign for each pair of blocks."""
     return np.random.default_rng(CODE_KEY).choice(np.array([-1.0, 1.0]), size=(CODE_PAIRS, PAYLOAD_BITS))
 
 
+@functools.cache
+def _masks() -> np.ndarray:
+    """(CODE_PAIRS, 32) int64: which payload bits each group's symbol carries in each pair of blocks (its
+    sign: the parity of payload & mask). Pair 0's are the payload's own bits, most significant first, so
+    a photo carries its 32 bits plainly; every later pair's are keyed and random."""
+    masks = np.random.default_rng(MASK_KEY).integers(1, 2 ** PAYLOAD_BITS, size=(CODE_PAIRS, PAYLOAD_BITS))
+    masks[0] = [1 << (PAYLOAD_BITS - 1 - k) for k in range(PAYLOAD_BITS)]
+    return masks
+
+
+def _parity(values: np.ndarray) -> np.ndarray:
+    """0/1 parity of the set bits of each non-negative integer (below 2**32)."""
+    values = np.asarray(values, dtype=np.int64)
+    for shift in (16, 8, 4, 2, 1):
+        values = values ^ (values >> shift)
+    return values & 1
+
+
 def code(index: int) -> np.ndarray:
-    """(32,) each bit's sign (+1 or -1) in frame `index` of a video (0 for a photo): blocks of CODE_BLOCK
-    frames in pairs of opposite signs (+- or -+, by each bit's keyed pair sign), so that any whole pair of
-    blocks sums a face's constant projection on each bit to zero while the mark, multiplied by the code,
-    adds up; and keyed per bit and pair, so that an unmarked clip's coded sums are sums of independent
-    random signs (`MarkReading.chance`)."""
+    """(32,) each group's sign (+1 or -1) in frame `index` of a video (0 for a photo), the payload aside:
+    blocks of CODE_BLOCK frames in pairs of opposite signs (+- or -+, by each group's keyed pair sign), so
+    that any whole pair of blocks sums a face's constant projection on each group to zero while the mark,
+    multiplied by the code, adds up; and keyed per group and pair, so that an unmarked clip's coded sums
+    are sums of independent random signs (`MarkReading.chance`)."""
     pair, within = divmod(int(index), 2 * CODE_BLOCK)
     return _pair_signs()[pair % CODE_PAIRS] * (1.0 if within < CODE_BLOCK else -1.0)
+
+
+def message(index: int, payload: int) -> np.ndarray:
+    """(32,) +-1: what each group says of `payload` in frame `index`'s pair of blocks: +1 where the parity
+    of payload & the group's mask is 1 (in pair 0, the payload's own bits: +1 for a 1)."""
+    pair = (int(index) // (2 * CODE_BLOCK)) % CODE_PAIRS
+    return 2.0 * _parity(int(payload) & _masks()[pair]) - 1.0
+
+
+def symbols(index: int, payload: int) -> np.ndarray:
+    """(32,) each group's sign in frame `index` of a video marked with `payload`: `code` times `message`."""
+    return code(index) * message(index, payload)
 
 
 def _highpass(luma: np.ndarray) -> np.ndarray:
@@ -103,16 +138,16 @@ def _eye_hole(size: int = MARK_SIZE) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Layout:
-    cells: np.ndarray  # (S, S) float32: each cell's +-1 chip, blurred (before the bits' signs)
-    owner: np.ndarray  # (S, S) int: the bit each pixel's cell carries
-    filters: np.ndarray  # (32, S*S) unit-norm reading filters: the high-passed chips of each bit's cells
+    cells: np.ndarray  # (S, S) float32: each cell's +-1 chip (before the groups' signs)
+    owner: np.ndarray  # (S, S) int: the group each pixel's cell belongs to
+    filters: np.ndarray  # (32, S*S) unit-norm reading filters: the high-passed chips of each group's cells
     weight: np.ndarray  # (S, S) float32: where the mark lives (face ellipse, no eyes)
 
 
 @functools.cache
 def _layout() -> _Layout:
-    """Each cell of the face carries one bit: cells are dealt to the 32 bits at random (by KEY), each
-    with a random +-1 chip, so every bit gets its share of textured and flat places."""
+    """Each cell of the face belongs to one group: cells are dealt to the 32 groups at random (by KEY), each
+    with a random +-1 chip, so every group gets its share of textured and flat places."""
     weight = face_region_mask(MARK_SIZE, MARK_COVERAGE) * _eye_hole()
     rng = np.random.default_rng(KEY)
     n = MARK_SIZE // CELL
@@ -127,10 +162,16 @@ def _layout() -> _Layout:
     owner = grow(owners.astype(np.int32))
     filters = []
     for bit in range(PAYLOAD_BITS):
-        own = cv2.GaussianBlur(grow(np.where(owners == bit, chips, 0).astype(np.float32)), (0, 0), PATTERN_BLUR)
-        f = _highpass(own) * weight
+        f = _highpass(_soft_cells(grow(np.where(owners == bit, chips, 0)))) * weight
         filters.append((f / np.linalg.norm(f)).ravel())
     return _Layout(grow(chips), owner, np.array(filters, dtype=np.float32), weight)
+
+
+def _soft_cells(cells: np.ndarray) -> np.ndarray:
+    """+-1 cells (0 for none) as the mark draws them: blurred by PATTERN_BLUR, then scaled by SATURATE and
+    clipped, so each cell's middle carries the whole allowance and only its edge ramps (a blur alone left
+    the median pixel at 0.6 of it)."""
+    return np.clip(SATURATE * cv2.GaussianBlur(cells.astype(np.float32), (0, 0), PATTERN_BLUR), -1.0, 1.0)
 
 
 def _patterns() -> tuple[np.ndarray, np.ndarray]:
@@ -139,19 +180,8 @@ def _patterns() -> tuple[np.ndarray, np.ndarray]:
     return layout.filters, layout.weight
 
 
-def _project(patterns: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """Each pattern's dot product with `image` (32 x 16384: einsum's own loop, not BLAS, whose threads
-    spin against the swap's own on a busy CPU and made this 100x slower there)."""
-    return np.einsum("ij,j->i", patterns, image.ravel())
-
-
 def _luma(rgb: np.ndarray) -> np.ndarray:
     return jnd.luma(rgb)
-
-
-def _projections(crop: np.ndarray) -> np.ndarray:
-    """The high-passed luma of an aligned crop along each bit's filter (32,)."""
-    return _project(_layout().filters, _highpass(_luma(crop)))
 
 
 def mark_matrix(landmarks: np.ndarray) -> np.ndarray:
@@ -160,32 +190,35 @@ def mark_matrix(landmarks: np.ndarray) -> np.ndarray:
 
 
 def allowance(frame: np.ndarray, matrix: np.ndarray, share: float = JND_SHARE) -> np.ndarray:
-    """(MARK_SIZE, MARK_SIZE) float32: how far (grey levels) the mark may change each pixel of the crop
-    at `matrix`, from Chou-Li's JND of the frame's own pixels under it: `share` of the JND where the
-    face is textured (local std >= TEXTURE_FULL), less where it is smoother, at most FLAT_CAP where it
-    is flat (std < 2); a crop pixel gets the least of the frame pixels its residual reaches."""
+    """(MARK_SIZE, MARK_SIZE) float32: how far (grey levels) the mark may change each pixel of the crop at
+    `matrix`, from Chou-Li's JND of the frame's own pixels under it: `share` of the JND, at most FLAT_CAP
+    where the face is flat (local std < 2) and AMPLITUDE_MAX anywhere; a crop pixel gets the least of the
+    frame pixels its residual reaches and of its neighbours within SMOOTH px, then the map is blurred as
+    much, so it carries no fine texture of its own (that stays under every pixel's own bound)."""
     scale = 1.0 / np.sqrt(abs(np.linalg.det(np.asarray(matrix)[:, :2])))  # frame px per crop px
     reach = 2 * int(np.ceil(scale)) + 1
     (x0, y0), (x1, y1) = _bounds(frame, matrix, margin=reach + 2)
     if x1 <= x0 or y1 <= y0:
         return np.zeros((MARK_SIZE, MARK_SIZE), dtype=np.float32)
     gray = _luma(frame[y0:y1, x0:x1])
-    std = jnd.local_std(gray)
-    allowed = share * jnd.chou_li(gray) * np.clip(std / TEXTURE_FULL, 0.0, 1.0)
-    allowed = np.where(std < jnd.FLAT_STD, np.minimum(allowed, FLAT_CAP), allowed)
+    allowed = np.minimum(share * jnd.chou_li(gray), AMPLITUDE_MAX)
+    allowed = np.where(jnd.local_std(gray) < jnd.FLAT_STD, np.minimum(allowed, FLAT_CAP), allowed)
     allowed = cv2.erode(allowed, np.ones((reach, reach), np.uint8), borderType=cv2.BORDER_REPLICATE)
     shifted = np.asarray(matrix, dtype=np.float64).copy()
     shifted[:, 2] += shifted[:, :2] @ np.array([x0, y0], dtype=np.float64)
-    return cv2.warpAffine(allowed, shifted, (MARK_SIZE, MARK_SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
+    crop = cv2.warpAffine(allowed, shifted, (MARK_SIZE, MARK_SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
+    crop = cv2.erode(crop, np.ones((2 * SMOOTH + 1, 2 * SMOOTH + 1), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    return cv2.GaussianBlur(crop, (0, 0), SMOOTH / 3)
 
 
 def embed(frame: np.ndarray, landmarks: np.ndarray, payload: int, *, index: int = 0,
           region: tuple[np.ndarray, np.ndarray] | None = None, share: float = JND_SHARE) -> np.ndarray:
     """`frame` (RGB uint8, changed in place and returned) with `payload` marked on the face at `landmarks`,
-    its sign that of `code(index)`: `index` is the frame's place in its video (0 for a photo).
+    each group's sign that of `symbols(index, payload)`: `index` is the frame's place in its video (0 for
+    a photo).
 
     Each pixel of the face changes by its whole allowance (`allowance`), up or down as its cell's chip
-    and bit say: under a per-pixel limit, that is what gives every bit the largest correlation.
+    and group's symbol say: under a per-pixel limit, that gives every group the largest correlation.
     `region` (a mask and its frame -> mask matrix, e.g. a swap's blend mask) limits the mark to the
     pixels the swap replaced; None marks the whole face core.
     """
@@ -196,8 +229,8 @@ def embed(frame: np.ndarray, landmarks: np.ndarray, payload: int, *, index: int 
         mask, mask_matrix = region
         amplitude *= cv2.warpAffine(np.asarray(mask, dtype=np.float32), _compose(matrix, align.invert(mask_matrix)),
                                     (MARK_SIZE, MARK_SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
-    signs = (code(index) * np.where(np.array(payload_bits(payload)) > 0, 1.0, -1.0)).astype(np.float32)
-    chips = cv2.GaussianBlur(layout.cells * signs[layout.owner], (0, 0), PATTERN_BLUR)
+    signs = symbols(index, payload).astype(np.float32)
+    chips = _soft_cells(layout.cells * signs[layout.owner])
     _add_in_frame(frame, amplitude * chips, matrix)
     return frame
 
@@ -237,14 +270,14 @@ def _add_in_frame(frame: np.ndarray, residual: np.ndarray, matrix: np.ndarray) -
     frame[y0:y1, x0:x1] = np.clip(np.rint(patch), 0, 255).astype(np.uint8)
 
 
-def read_face(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """Soft bits of the face at `landmarks`: each bit's weighted correlation in noise deviations (`_correlate`).
+def face_crop(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(MARK_SIZE**2,) float32: the high-passed luma of the face at `landmarks` in the mark's crop, what a
+    reader keeps of each face (`weigh` turns a clip's crops into soft symbols).
 
     A detector's landmarks on the swapped frame are off those the mark was made at (the swap's input
-    face's) by a pixel or three in the mark's crop, which costs a mark of 4 px cells much of its
-    correlation; so the crop is read at small shifts around the detected geometry and the shift with
-    the most correlation energy (`signal`, blind to the bits' signs, so the search does not favour the
-    signature) is the reading.
+    face's) by a pixel or three in the mark's crop; the cells are coarse enough that a small search
+    (SEARCH_SHIFTS) around the detected geometry covers it: the shift whose crop alone correlates with
+    the most energy (`signal`, blind to the groups' signs, so the search favours no payload) is kept.
     """
     filters = _layout().filters
     base = mark_matrix(landmarks)
@@ -252,19 +285,38 @@ def read_face(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     for dx, dy in SEARCH_SHIFTS:
         matrix = base.copy()
         matrix[:, 2] += (dx, dy)
-        soft = _correlate(filters, _crop(frame, matrix))
-        power = signal(soft)
+        hp = _highpass(_luma(_crop(frame, matrix)))
+        power = signal(_correlate(filters, hp))
         if power > best_signal:
-            best, best_signal = soft, power
+            best, best_signal = hp.ravel(), power
     return best
 
 
-def _correlate(filters: np.ndarray, crop: np.ndarray) -> np.ndarray:
-    """Each bit's correlation with the crop's high-passed luma, each pixel weighted by the inverse of the
-    face's own local high-pass power there (plus NOISE_FLOOR), over the noise's deviation: where the face is
-    smooth its own texture hides the mark least, so it counts most. An unmarked face reads about N(0, 1) a
-    bit; a marked one adds its mark's signal to noise ratio."""
-    hp = _highpass(_luma(crop))
+def read_face(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Soft symbols (32,) of one face alone: each group's weighted correlation in noise deviations."""
+    return weigh([face_crop(frame, landmarks)])[0]
+
+
+def weigh(crops) -> np.ndarray:
+    """(faces, 32) soft symbols of one clip's face crops (`face_crop`): each group's correlation, each
+    pixel weighted by the inverse of the clip's own high-pass power there (the mean over its faces, plus
+    NOISE_FLOOR), over the noise's deviation. Where the face is smooth its texture and motion hide the
+    mark least, so it counts most; the whole clip estimates that power far better than one face's
+    neighbourhood does (bench: twice the coded signal to noise after a re-upload). An unmarked face reads
+    about N(0, 1) a group; a marked one adds its mark's signal to noise ratio."""
+    crops = np.asarray(crops, dtype=np.float32).reshape(-1, MARK_SIZE * MARK_SIZE)
+    if not len(crops):
+        return np.zeros((0, PAYLOAD_BITS))
+    filters = _layout().filters
+    inverse = 1.0 / (np.einsum("ij,ij->j", crops, crops) / len(crops) + NOISE_FLOOR)
+    weighted = filters * inverse[None]
+    weighted /= np.sqrt(np.einsum("ij,ij->i", weighted, filters))[:, None]
+    return np.einsum("ij,kj->ki", weighted, crops).astype(np.float64)
+
+
+def _correlate(filters: np.ndarray, hp: np.ndarray) -> np.ndarray:
+    """Each group's correlation with one face's high-passed luma, each pixel weighted by the inverse of
+    its local high-pass power (NOISE_WINDOW, plus NOISE_FLOOR): the face alone, for the shift search."""
     inverse = (1.0 / (cv2.blur(hp * hp, (NOISE_WINDOW, NOISE_WINDOW)) + NOISE_FLOOR)).ravel()
     scale = np.einsum("ij,ij,j->i", filters, filters, inverse)
     return np.einsum("ij,j->i", filters, inverse * hp.ravel()) / np.sqrt(scale)
@@ -277,23 +329,25 @@ def signal(soft: np.ndarray) -> float:
 
 @dataclass
 class MarkReading:
-    """What the pixels say: the payload read from the faces' soft bits, each multiplied by its frame's code
-    and summed, and how sure that is.
+    """What the pixels say: the payload read from the faces' soft symbols, and how sure that is.
 
-    A video spanning MIN_PAIRS pairs of code blocks or more is tested by the code: its `statistic` is the
-    signature bits' coded sum (each bit's sign by the signature) over the norm of their per-pair terms, and
-    `chance` bounds the probability that an unmarked clip reaches it at any of the `offsets` tried
-    (Hoeffding: the keyed signs, one per bit and pair, are independent random signs that the host's own
-    pixels cannot know, so for any faces an unmarked clip's statistic exceeds x with chance at most
-    exp(-x^2 / 2) at one offset; 16 bits x P pairs of terms, so a clip of P pairs can reach sqrt(16 P)). A photo (or a clip too short for the code) is tested by how
-    many of its 16 signature bits agree, as before (binomial chance)."""
+    A video (faces over MIN_PAIRS pairs of code blocks or more) is decoded whole (`combine`): `tag` is
+    the model tag of largest likelihood over all 65,536, its `statistic` the coded correlation of the
+    clip's pair terms with that tag's symbols (the studio's signature included) over their norm, and
+    `chance` bounds the probability that an unmarked clip reaches it with any tag at any of the
+    `offsets` tried (Hoeffding: the keyed signs, one per group and pair, are independent random signs
+    that the host's own pixels cannot know, so for any faces and any one tag an unmarked clip's
+    statistic exceeds x with chance at most exp(-x^2 / 2)). `soft` is then each payload bit's margin in
+    deviations: the signature's bits stand at the statistic, each tag bit at how much the best tag
+    beats the best tag that differs in that bit. A photo (or a clip too short to decode) sums its soft
+    bits by `code` and is tested by how many of its 16 signature bits agree (binomial chance)."""
 
-    soft: np.ndarray  # (32,) summed soft bits, each frame's times its code
+    soft: np.ndarray  # (32,) a photo's summed soft bits, or a video's per-bit margins (sign: the bit read)
     faces: int  # faces read
     offset: int = 0  # frames the reading's indices were shifted by (the clip's start trimmed off by as many)
     offsets: int = 1  # offsets tried
-    statistic: float | None = None  # the signature's coded statistic (None: a photo's reading)
-    norm: np.ndarray | None = None  # (32,) each bit's norm of its per-pair terms (the coded sum's scale)
+    statistic: float | None = None  # the decoded tag's coded statistic (None: a photo's reading)
+    tags: int = 1  # tags tried (65,536 for a video's reading)
 
     @property
     def coded(self) -> bool:
@@ -309,7 +363,8 @@ class MarkReading:
 
     @property
     def signature_agreement(self) -> int:
-        """How many of the 16 signature bits read as the studio's signature."""
+        """How many of the 16 signature bits read as the studio's signature (a video's reading decodes the
+        tag under the signature, so its 16 always do: `found` says whether the mark is there)."""
         return sum(int(a == b) for a, b in zip(self.bits[:SIGNATURE_BITS], _signature_bits(), strict=True))
 
     @property
@@ -320,10 +375,10 @@ class MarkReading:
 
     @property
     def chance(self) -> float:
-        """Probability that unmarked faces read this much like the signature by chance."""
+        """Probability that unmarked faces read this much like a mark by chance."""
         if self.coded:
             x = max(self.statistic, 0.0)
-            return min(1.0, self.offsets * math.exp(-0.5 * x * x))
+            return min(1.0, self.tags * self.offsets * math.exp(-0.5 * x * x))
         k = self.signature_agreement
         return sum(math.comb(SIGNATURE_BITS, j) for j in range(k, SIGNATURE_BITS + 1)) / 2 ** SIGNATURE_BITS
 
@@ -333,8 +388,8 @@ class MarkReading:
 
     @property
     def margin(self) -> np.ndarray | None:
-        """(32,) each bit's coded sum over its norm: how many deviations it stands from 0 (None for a photo)."""
-        return None if self.norm is None else self.soft / np.maximum(self.norm, 1e-12)
+        """(32,) each bit's margin in deviations, signed by the bit read (None for a photo)."""
+        return self.soft if self.coded else None
 
     @property
     def model_tag(self) -> str:
@@ -356,46 +411,83 @@ def _signature_bits() -> list[int]:
     return payload_bits(SIGNATURE << 16)[:SIGNATURE_BITS]
 
 
-def _signature_signs() -> np.ndarray:
-    return 2.0 * np.array(_signature_bits()) - 1.0
+def walsh(values: np.ndarray) -> np.ndarray:
+    """The Walsh-Hadamard transform of a vector of 2**k values: out[t] = sum_m values[m] (-1)^popcount(t & m)."""
+    out = np.asarray(values, dtype=np.float64).copy()
+    n, h = len(out), 1
+    while h < n:
+        out = out.reshape(-1, 2, h)
+        out = np.stack([out[:, 0] + out[:, 1], out[:, 0] - out[:, 1]], axis=1).reshape(-1)
+        h *= 2
+    return out
+
+
+def _decode(index: np.ndarray, soft: np.ndarray, offset: int) -> tuple[np.ndarray, float]:
+    """Every tag's coded correlation (65,536,) and the norm it is measured against, for faces at `index`
+    + `offset`: each pair of blocks' (first block - second block) per group, times the keyed signs and
+    the signature's part of each symbol, summed onto the symbols' tag masks and transformed, so that each
+    tag's score is its symbols' correlation with the clip. (Weighting each group by the inverse of its
+    spread over the clip lost a third of the statistic on a re-uploaded clip: the spread holds the mark.)"""
+    pair, within = np.divmod(index + offset, 2 * CODE_BLOCK)
+    signed = soft * np.where(within < CODE_BLOCK, 1.0, -1.0)[:, None]
+    pairs, group = np.unique(pair, return_inverse=True)
+    terms = np.zeros((len(pairs), PAYLOAD_BITS))
+    np.add.at(terms, group, signed)
+    norm = float(np.linalg.norm(terms))
+    masks = _masks()[pairs % CODE_PAIRS]
+    signature = 1.0 - 2.0 * _parity((SIGNATURE << TAG_BITS) & masks)  # (-1)^(parity of the signature's part)
+    votes = np.zeros(2 ** TAG_BITS)
+    # a symbol is +1 where parity(payload & mask) is 1: -(-1)^(signature part) (-1)^(tag part)
+    np.add.at(votes, masks & (2 ** TAG_BITS - 1), -(terms * _pair_signs()[pairs % CODE_PAIRS] * signature))
+    return walsh(votes), norm
+
+
+def _margins(scores: np.ndarray, tag: int, statistic: float, norm: float) -> np.ndarray:
+    """(32,) per-bit margins of the decoded payload: the signature's bits at `statistic`, each tag bit at
+    (the best tag's score - the best score of the tags that differ in that bit) / norm; signed by the bit."""
+    tags = np.arange(len(scores))
+    out = []
+    for k in range(TAG_BITS - 1, -1, -1):  # most significant first, as payload_bits
+        other = (tags >> k & 1) != (tag >> k & 1)
+        out.append((scores[tag] - scores[other].max()) / max(norm, 1e-12))
+    bits = payload_bits((SIGNATURE << TAG_BITS) | tag)
+    margins = np.array([statistic] * SIGNATURE_BITS + out)
+    return margins * (2.0 * np.array(bits) - 1.0)
 
 
 def combine(readings, trim_search: int = TRIM_SEARCH) -> MarkReading:
-    """One reading from (frame index, soft bits) pairs of one video's faces (or one photo's, index 0).
+    """One reading from (frame index, soft symbols) pairs of one video's faces (or one photo's, index 0).
 
-    Each face's soft bits are multiplied by its frame's code and summed. A clip whose start may have been
-    trimmed is read at code offsets 0..`trim_search`-1 (index + offset), and the offset whose signature
-    statistic is largest is the reading; `chance` counts every offset tried."""
+    A video's faces are decoded whole (`_decode`) at code offsets 0..`trim_search`-1 (a clip whose first
+    frames were cut off), the tag and offset of the largest score being the reading; `chance` counts every
+    tag and offset tried. A photo, or faces within fewer than MIN_PAIRS pairs of blocks, is read as a photo:
+    each face's soft bits times its frame's code, summed, and each bit read by its sign."""
     readings = [(int(i), np.asarray(r, dtype=np.float64)) for i, r in readings]
     if not readings:
         return MarkReading(np.zeros(PAYLOAD_BITS), 0)
     index = np.array([i for i, _ in readings])
     soft = np.stack([r for _, r in readings])
-    sig = _signature_signs()
     if len(np.unique(index // (2 * CODE_BLOCK))) < MIN_PAIRS:  # a photo, or too few frames for the code
         return MarkReading((soft * np.array([code(i) for i in index])).sum(axis=0), len(readings))
     best = None
     offsets = range(max(1, trim_search))
     for offset in offsets:
-        pair, within = np.divmod(index + offset, 2 * CODE_BLOCK)
-        signed = soft * np.where(within < CODE_BLOCK, 1.0, -1.0)[:, None]
-        pairs, group = np.unique(pair, return_inverse=True)
-        terms = np.zeros((len(pairs), PAYLOAD_BITS))
-        np.add.at(terms, group, signed)  # each pair's (first block - second block)
-        norm = np.linalg.norm(terms, axis=0)  # each bit's, before the keyed signs: what the host alone decides
-        terms *= _pair_signs()[pairs % CODE_PAIRS]
-        total = terms.sum(axis=0)
-        statistic = float(total[:SIGNATURE_BITS] @ sig / max(np.linalg.norm(norm[:SIGNATURE_BITS]), 1e-12))
-        if best is None or statistic > best.statistic:
-            best = MarkReading(total, len(readings), offset, len(offsets), statistic, norm)
-    return best
+        scores, norm = _decode(index, soft, offset)
+        tag = int(np.argmax(scores))
+        statistic = float(scores[tag] / max(norm, 1e-12))
+        if best is None or statistic > best[0]:
+            best = (statistic, offset, scores, tag, norm)
+    statistic, offset, scores, tag, norm = best
+    return MarkReading(_margins(scores, tag, statistic, norm), len(readings), offset, len(offsets), statistic,
+                       2 ** TAG_BITS)
 
 
 def read_faces(faces, trim_search: int = TRIM_SEARCH) -> MarkReading:
-    """Read every (frame, landmarks) or (frame, landmarks, frame index) and `combine` them: a video's faces
-    vote together, each by its frame's code (index 0 when none is given: a photo)."""
-    readings = []
+    """Read every (frame, landmarks) or (frame, landmarks, frame index) of one photo or video and `combine`
+    them: a video's faces vote together, each by its frame's code (index 0 when none is given: a photo)."""
+    indices, crops = [], []
     for item in faces:
         frame, landmarks, index = item if len(item) == 3 else (*item, 0)
-        readings.append((index, read_face(frame, landmarks)))
-    return combine(readings, trim_search)
+        indices.append(index)
+        crops.append(face_crop(frame, landmarks))
+    return combine(zip(indices, weigh(crops), strict=True), trim_search)
