@@ -56,7 +56,7 @@ FLAT_CAP = 2.4  # grey levels a flat pixel (local std < jnd.FLAT_STD) may change
 AMPLITUDE_MAX = 3.0  # grey levels: the most any pixel carries, however textured (a coarse pattern flickers)
 SMOOTH = 4  # px (of MARK_SIZE): the allowance is the least over this reach, then blurred: no texture of its own
 EYE_HOLE = 0.3  # radius of the hole around each eye, in eye distances: no mark on the eyes' whites
-NOISE_WINDOW = 9  # px (of MARK_SIZE): the shift search's window of one face's local high-pass power
+NOISE_WINDOW = 9  # px (of MARK_SIZE): the window of the reader's local high-pass power
 NOISE_FLOOR = 1.0  # grey levels squared added to that power: the noise of encoding where the face is flat
 MIRROR = True  # each group's cells come in mirror pairs of opposite chips: a symmetric face reads 0
 KEY = 20261202  # seed of the patterns: fixed, so every copy of the studio reads every other's marks
@@ -279,16 +279,15 @@ def face_crop(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     (SEARCH_SHIFTS) around the detected geometry covers it: the shift whose crop alone correlates with
     the most energy (`signal`, blind to the groups' signs, so the search favours no payload) is kept.
     """
-    filters = _layout().filters
     base = mark_matrix(landmarks)
     best, best_signal = None, -1.0
     for dx, dy in SEARCH_SHIFTS:
         matrix = base.copy()
         matrix[:, 2] += (dx, dy)
-        hp = _highpass(_luma(_crop(frame, matrix)))
-        power = signal(_correlate(filters, hp))
+        hp = _highpass(_luma(_crop(frame, matrix))).ravel()
+        power = signal(weigh([hp])[0])
         if power > best_signal:
-            best, best_signal = hp.ravel(), power
+            best, best_signal = hp, power
     return best
 
 
@@ -299,27 +298,21 @@ def read_face(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 def weigh(crops) -> np.ndarray:
     """(faces, 32) soft symbols of one clip's face crops (`face_crop`): each group's correlation, each
-    pixel weighted by the inverse of the clip's own high-pass power there (the mean over its faces, plus
-    NOISE_FLOOR), over the noise's deviation. Where the face is smooth its texture and motion hide the
-    mark least, so it counts most; the whole clip estimates that power far better than one face's
-    neighbourhood does (bench: twice the coded signal to noise after a re-upload). An unmarked face reads
-    about N(0, 1) a group; a marked one adds its mark's signal to noise ratio."""
+    pixel weighted by the inverse of the clip's own high-pass power around it (the mean over its faces,
+    over NOISE_WINDOW px, plus NOISE_FLOOR), over the noise's deviation. Where the face is smooth its
+    texture and motion hide the mark least, so it counts most; the whole clip estimates that power far
+    better than one face does (bench: twice the coded signal to noise after a re-upload; one face's own
+    power holds its mark too). An unmarked face reads about N(0, 1) a group; a marked one adds its
+    mark's signal to noise ratio."""
     crops = np.asarray(crops, dtype=np.float32).reshape(-1, MARK_SIZE * MARK_SIZE)
     if not len(crops):
         return np.zeros((0, PAYLOAD_BITS))
     filters = _layout().filters
-    inverse = 1.0 / (np.einsum("ij,ij->j", crops, crops) / len(crops) + NOISE_FLOOR)
+    power = (np.einsum("ij,ij->j", crops, crops) / len(crops)).reshape(MARK_SIZE, MARK_SIZE)
+    inverse = 1.0 / (cv2.blur(power, (NOISE_WINDOW, NOISE_WINDOW)).ravel() + NOISE_FLOOR)
     weighted = filters * inverse[None]
     weighted /= np.sqrt(np.einsum("ij,ij->i", weighted, filters))[:, None]
     return np.einsum("ij,kj->ki", weighted, crops).astype(np.float64)
-
-
-def _correlate(filters: np.ndarray, hp: np.ndarray) -> np.ndarray:
-    """Each group's correlation with one face's high-passed luma, each pixel weighted by the inverse of
-    its local high-pass power (NOISE_WINDOW, plus NOISE_FLOOR): the face alone, for the shift search."""
-    inverse = (1.0 / (cv2.blur(hp * hp, (NOISE_WINDOW, NOISE_WINDOW)) + NOISE_FLOOR)).ravel()
-    scale = np.einsum("ij,ij,j->i", filters, filters, inverse)
-    return np.einsum("ij,j->i", filters, inverse * hp.ravel()) / np.sqrt(scale)
 
 
 def signal(soft: np.ndarray) -> float:
