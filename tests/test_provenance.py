@@ -59,10 +59,9 @@ def swapped(clip, model, tmp_path_factory, one_torch_thread) -> Path:
 
 
 MARK_MISS = pytest.mark.xfail(strict=False, reason="known miss (issue 24, docs/benchmarks.md): the mark under the JND "
-                              "is invisible but on this model's smooth faces it carries almost nothing (talk2, a "
-                              "5-minute model: 0.06 noise deviations a face, against 1.8 of the face's own), and the "
-                              "code that cancels the face's own share needs far more than 24 frames; the metadata "
-                              "says synthetic")
+                              "carries a few tenths of a noise deviation a face and group, and a video is decoded "
+                              "whole over its pairs of 8-frame blocks: 24 frames are a pair and a half, far short of "
+                              "the 100+ frames it needs; the metadata says synthetic")
 
 
 def _verify(capsys, *files: Path, extra=(), frames: int = 12) -> tuple[int, list[dict]]:

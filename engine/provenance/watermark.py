@@ -7,10 +7,11 @@ a 250-350 px face: bench/mark_scale.py measured that a re-upload at half size an
 grain this coarse and a quarter of a 4 px one); each cell is dealt to one of 32 groups with a +-1 chip
 (by `KEY`), and the right half's cells mirror the left's with the chip negated, so a symmetric face
 reads 0 on every group. Each pixel changes by its allowance, up or down as its cell's chip and group's
-symbol say: `FLAT_CAP` (2 levels once rounded) where the face is flat, up to `JND_SHARE` of Chou and Li's
-JND (`engine.provenance.jnd`) and at most AMPLITUDE_MAX where it is textured or dark, the least over
-SMOOTH px and blurred, so the allowance adds no fine texture of its own; the least JND is 3 levels, so
-no pixel changes by more than the eye's threshold there.
+symbol say: up to `JND_SHARE` of Chou and Li's JND (`engine.provenance.jnd`: luminance and texture
+masking) where the face is textured, in proportion to its local std below TEXTURE_FULL, at most
+FLAT_CAP (2 levels once rounded) where it is flat and AMPLITUDE_MAX anywhere, the least over SMOOTH px
+and blurred, so the allowance adds no fine texture of its own: the mark goes to hair-line, brows and
+edges and stays out of smooth skin.
 
 In time: each group's sign holds for a block of CODE_BLOCK frames and flips for the next (`code`), each
 pair of blocks and group its own keyed sign, so a face's own projection, the same in every frame of a
@@ -51,8 +52,8 @@ HIGHPASS_SIGMA = 6.0  # px: the reader's high-pass removes shading broader than 
 PATTERN_BLUR = 2.5  # px: soft cell edges (no block edges to see, nothing fine for an encoder to drop)
 SATURATE = 2.0  # the blurred pattern times this, clipped to +-1: flat tops, soft edges (`_soft_cells`)
 JND_SHARE = 0.8  # of Chou-Li's JND a pixel may change by (0.8 x 3 + 0.5 rounding stays under the least JND, 3)
-FLAT_CAP = 2.4  # grey levels a flat pixel (local std < jnd.FLAT_STD) may change by: 2 once rounded (1.5 gave
-# half the pixels 1: half the coded signal)
+FLAT_CAP = 1.5  # grey levels a flat pixel (local std < jnd.FLAT_STD) may change by: 2 at most once rounded
+TEXTURE_FULL = 4.0  # local std (grey levels) from which a pixel gets its whole JND share; less below, in proportion
 AMPLITUDE_MAX = 3.0  # grey levels: the most any pixel carries, however textured (a coarse pattern flickers)
 SMOOTH = 4  # px (of MARK_SIZE): the allowance is the least over this reach, then blurred: no texture of its own
 EYE_HOLE = 0.3  # radius of the hole around each eye, in eye distances: no mark on the eyes' whites
@@ -191,18 +192,25 @@ def mark_matrix(landmarks: np.ndarray) -> np.ndarray:
 
 def allowance(frame: np.ndarray, matrix: np.ndarray, share: float = JND_SHARE) -> np.ndarray:
     """(MARK_SIZE, MARK_SIZE) float32: how far (grey levels) the mark may change each pixel of the crop at
-    `matrix`, from Chou-Li's JND of the frame's own pixels under it: `share` of the JND, at most FLAT_CAP
-    where the face is flat (local std < 2) and AMPLITUDE_MAX anywhere; a crop pixel gets the least of the
-    frame pixels its residual reaches and of its neighbours within SMOOTH px, then the map is blurred as
-    much, so it carries no fine texture of its own (that stays under every pixel's own bound)."""
+    `matrix`, from Chou-Li's JND of the frame's own pixels under it: `share` of the JND where the face is
+    textured (local std >= TEXTURE_FULL), less where it is smoother, in proportion, at most FLAT_CAP where
+    it is flat (std < 2) and AMPLITUDE_MAX anywhere; a crop pixel gets the least of the frame pixels its
+    residual reaches and of its neighbours within SMOOTH px, then the map is blurred as much, so it
+    carries no fine texture of its own (that stays under every pixel's own bound).
+
+    A coarse pattern at the flat cap on every pixel (2 levels, on smooth skin too) was tried for round
+    three: four times the signal on real faces, still not read after a re-upload of a swap, and a 4-level
+    step over 20-30 px patches of skin at every flip of the code, which is what the eye sees best in
+    motion (docs/benchmarks.md, "Issue 24, round three"): the mark stays out of flat skin."""
     scale = 1.0 / np.sqrt(abs(np.linalg.det(np.asarray(matrix)[:, :2])))  # frame px per crop px
     reach = 2 * int(np.ceil(scale)) + 1
     (x0, y0), (x1, y1) = _bounds(frame, matrix, margin=reach + 2)
     if x1 <= x0 or y1 <= y0:
         return np.zeros((MARK_SIZE, MARK_SIZE), dtype=np.float32)
     gray = _luma(frame[y0:y1, x0:x1])
-    allowed = np.minimum(share * jnd.chou_li(gray), AMPLITUDE_MAX)
-    allowed = np.where(jnd.local_std(gray) < jnd.FLAT_STD, np.minimum(allowed, FLAT_CAP), allowed)
+    std = jnd.local_std(gray)
+    allowed = np.minimum(share * jnd.chou_li(gray) * np.clip(std / TEXTURE_FULL, 0.0, 1.0), AMPLITUDE_MAX)
+    allowed = np.where(std < jnd.FLAT_STD, np.minimum(allowed, FLAT_CAP), allowed)
     allowed = cv2.erode(allowed, np.ones((reach, reach), np.uint8), borderType=cv2.BORDER_REPLICATE)
     shifted = np.asarray(matrix, dtype=np.float64).copy()
     shifted[:, 2] += shifted[:, :2] @ np.array([x0, y0], dtype=np.float64)
