@@ -25,13 +25,14 @@ that every swap below sees the same short video):
   24): `half-crf28`, `crop10-crf28`, `half-crop10-crf28`, and `trim13-crf28` (the first 13 frames cut
   off, then CRF 28: the reader must find the code's offset). `--repeats 0` skips the timing and writes
   the marked and unmarked outputs at CRF 18 directly. Each attacked frame's faces are detected again
-  (MTCNN at 480 px), the largest is read, and the bits are compared with `payload_for(model_id)`:
-  per frame (mean and min over frames with a detected face, each face's soft bits times its frame's
-  code) and per clip as `verify` reads a video (`watermark.combine`: each face's soft bits times its
-  frame's code, summed, at the best of TRIM_SEARCH code offsets; `exact` when that is the whole
-  payload; `margin_min`, the weakest bit's coded sum over its norm, signed so that > 0 is right;
-  `chance`, the bound on an unmarked clip reading as well), with the share of frames where one face
-  alone is `found`. `raw` reads the marked frames before any encoding.
+  (MTCNN at 480 px), the largest is read, and what it says is compared with `payload_for(model_id)`:
+  per frame (mean and min over frames with a detected face of the share of its 32 soft symbols whose
+  sign is `watermark.symbols` of its frame) and per clip as `verify` reads a video (`watermark.weigh`
+  then `watermark.combine`: the clip decoded whole over every model tag, at the best of TRIM_SEARCH
+  code offsets; `exact` when that is the whole payload; `statistic` and `chance`, the bound on an
+  unmarked clip reading as well; `margin_min`, the weakest bit's margin, signed so that > 0 is right).
+  One face of a video is never decoded alone, so `found_rate` is 0. `raw` reads the marked frames
+  before any encoding.
 - False positives: the unmarked output MP4 read the same way (bit accuracy about 0.5, not found).
 
 `--methods` adds a comparison on `--method-frames` frames of `--method-clip`: each method marks the

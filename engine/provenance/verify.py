@@ -51,8 +51,10 @@ class Verdict:
 
     @property
     def bit_accuracy(self) -> float | None:
-        """Against the metadata's payload when there is a record, else against the studio's signature."""
-        if self.reading is None or self.reading.faces == 0:
+        """Against the metadata's payload when there is a record, else against the studio's signature (a
+        photo's reading; a video's is decoded under the signature, so without a record there is nothing
+        to compare it with: None, and its `statistic` says how sure it is)."""
+        if self.reading is None or self.reading.faces == 0 or (self.record is None and self.reading.coded):
             return None
         return self.reading.bit_accuracy(self.record.payload if self.record is not None else None)
 
@@ -66,8 +68,10 @@ class Verdict:
             return f"{self.path}: unreadable ({self.error})"
         faces = 0 if self.reading is None else self.reading.faces
         if self.marked:
-            mark = (f"pixel mark found in {faces} face(s) over {self.frames_read} frame(s): bit accuracy "
-                    f"{self.bit_accuracy:.2f}, confidence {self.confidence:.6f}, model tag {self.reading.model_tag}")
+            how = (f"bit accuracy {self.bit_accuracy:.2f}" if self.bit_accuracy is not None
+                   else f"decoded at {self.reading.statistic:.1f} deviations")
+            mark = (f"pixel mark found in {faces} face(s) over {self.frames_read} frame(s): {how}, "
+                    f"confidence {self.confidence:.6f}, model tag {self.reading.model_tag}")
         elif faces:
             mark = f"no pixel mark in {faces} face(s) over {self.frames_read} frame(s)"
         else:
@@ -89,6 +93,7 @@ class Verdict:
                 "model_tag": None if self.reading is None or not self.reading.faces else self.reading.model_tag,
                 "faces_read": 0 if self.reading is None else self.reading.faces, "frames_read": self.frames_read,
                 "code_offset": None if self.reading is None or not self.reading.coded else self.reading.offset,
+                "statistic": None if self.reading is None or not self.reading.coded else round(self.reading.statistic, 2),
                 "error": self.error, "message": self.message()}
 
 
