@@ -55,7 +55,8 @@ JND_SHARE = 0.8  # of Chou-Li's JND a pixel may change by (0.8 x 3 + 0.5 roundin
 FLAT_CAP = 1.5  # grey levels a flat pixel (local std < jnd.FLAT_STD) may change by: 2 at most once rounded
 TEXTURE_FULL = 4.0  # local std (grey levels) from which a pixel gets its whole JND share; less below, in proportion
 AMPLITUDE_MAX = 3.0  # grey levels: the most any pixel carries, however textured (a coarse pattern flickers)
-SMOOTH = 4  # px (of MARK_SIZE): the allowance is the least over this reach, then blurred: no texture of its own
+SMOOTH = 1  # px (of MARK_SIZE): the allowance is the least over this reach, then blurred (4 px left a smooth
+# swapped face no allowance at all: no pixel of talk2's swap changed)
 EYE_HOLE = 0.3  # radius of the hole around each eye, in eye distances: no mark on the eyes' whites
 NOISE_WINDOW = 9  # px (of MARK_SIZE): the window of the reader's local high-pass power
 NOISE_FLOOR = 1.0  # grey levels squared added to that power: the noise of encoding where the face is flat
