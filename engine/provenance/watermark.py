@@ -340,8 +340,8 @@ def signal(soft: np.ndarray) -> float:
 class MarkReading:
     """What the pixels say: the payload read from the faces' soft symbols, and how sure that is.
 
-    A video (faces over MIN_PAIRS pairs of code blocks or more) is decoded whole (`combine`): `tag` is
-    the model tag of largest likelihood over all 65,536, its `statistic` the coded correlation of the
+    A video (faces over MIN_PAIRS pairs of code blocks or more) is decoded whole (`combine`): its
+    `model_tag` is the tag of largest likelihood over all 65,536, `statistic` the coded correlation of the
     clip's pair terms with that tag's symbols (the studio's signature included) over their norm, and
     `chance` bounds the probability that an unmarked clip reaches it with any tag at any of the
     `offsets` tried (Hoeffding: the keyed signs, one per group and pair, are independent random signs
