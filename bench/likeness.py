@@ -53,6 +53,9 @@ RECIPES: dict[str, dict] = {
     # COLOR_MINUTES go to the 2x colour/SR net instead of the model; or a larger model at 128 px (no prior)
     "sr-color": {"color_minutes": 6.0},
     "intracoder-128": {"preset": "intracoder", "resolution": 128},
+    # issue 21 item 3: DeepFaceLab resets its bottleneck after pretraining; here the prior's dense bottleneck
+    # and the layer after it (encoder.4, encoder.5) start from random weights, the rest from the prior
+    "prior-reset-inter": {"prior_reset": ("encoder.4.", "encoder.5.")},
     "lite-5e-5": OLD,
     "lite-3e-4": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100},
     "lite-3e-4-dssim-mask": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100, "loss": "mae_dssim",
@@ -100,6 +103,8 @@ def train_job(work: Path, recipe: str, pair: str, budgets: list[float], threads:
     folder = work / "runs" / recipe / pair
     overrides = dict(RECIPES[recipe])
     color_minutes = float(overrides.pop("color_minutes", 0.0))
+    if "prior_reset" in overrides:
+        overrides["prior"] = str(reset_prior(folder.parent / "prior", overrides.pop("prior_reset")))
     marks = [b - color_minutes for b in budgets if b > color_minutes]  # the model's share of each budget
     config = TrainConfig(faces_a=str(train_a), faces_b=str(train_b), model_dir=str(folder), device="cpu",
                          iterations=10_000_000, minutes=max(marks), snapshot_minutes=tuple(marks),
@@ -111,6 +116,24 @@ def train_job(work: Path, recipe: str, pair: str, budgets: list[float], threads:
     if color_minutes:
         record["color"] = color_phase(folder / "snapshots", budgets, color_minutes)
     (folder / "bench.json").write_text(json.dumps(record))
+
+
+def reset_prior(folder: Path, parts: tuple[str, ...]) -> Path:
+    """The shipped `lite` prior with the tensors whose names start with `parts` back at a fresh model's
+    random initialisation, written as a prior file (and card) in `folder`: what `--prior PATH` takes."""
+    import torch
+
+    from engine.models import build_model
+    from engine.models.prior import load_into, shipped_path, write
+
+    torch.manual_seed(0)
+    model = build_model("lite")
+    fresh = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(parts)}
+    card = load_into(model, shipped_path("lite", 64))
+    model.load_state_dict(fresh, strict=False)
+    path = folder / "prior-lite-64.safetensors"
+    write(path, model, {**card, "reset": list(parts)})
+    return path
 
 
 def color_phase(snapshots: Path, budgets: list[float], minutes: float) -> dict:
