@@ -67,6 +67,16 @@ RECIPES: dict[str, dict] = {
                "batch_size": 16},
 }
 
+def add_prior_recipes(specs: list[str]) -> None:
+    """`LABEL=PATH` -> a recipe LABEL: the default's, started from the prior file PATH (`--prior PATH`), so two
+    priors (e.g. the committed one and a longer pretraining) are compared at equal wall time."""
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or label in RECIPES or not Path(path).is_file():
+            raise SystemExit(f"--prior-file {spec!r}: want NEW_LABEL=PATH of an existing prior file")
+        RECIPES[label] = {"prior": str(Path(path).resolve())}
+
+
 FIGURES = ("id_verified", "distance_moved", "sharpness_ratio", "landmark_nme", "pose_error_deg", "flicker")
 
 
@@ -238,10 +248,13 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=None, help="evaluate a sample of N frames (default: all)")
     p.add_argument("--strips", type=Path, default=None,
                    help="also write a PNG of evaluated frames per recipe and pair, a row per budget, here")
+    p.add_argument("--prior-file", action="append", default=[], metavar="LABEL=PATH",
+                   help="add a recipe LABEL: the default started from this prior file (repeatable)")
     p.add_argument("--job", nargs=2, metavar=("RECIPE", "PAIR"), help=argparse.SUPPRESS)
     p.add_argument("--evaluate-only", action="store_true", help="measure the snapshots of an earlier run")
     p.add_argument("--train-only", action="store_true", help="train and snapshot; measure later with --evaluate-only")
     args = p.parse_args()
+    add_prior_recipes(args.prior_file)
     budgets = [float(b) for b in args.budgets.split(",")]
     recipes, pairs = args.recipes.split(","), args.pairs.split(",")
     if args.job:
@@ -256,7 +269,8 @@ def main() -> int:
         codes = []
         for start in range(0, len(jobs), args.parallel):
             procs = [subprocess.Popen([sys.executable, __file__, "--work", str(args.work), "--budgets", args.budgets,
-                                       "--threads", str(args.threads), "--job", recipe, pair], cwd=ROOT)
+                                       "--threads", str(args.threads), "--job", recipe, pair,
+                                       *(f"--prior-file={spec}" for spec in args.prior_file)], cwd=ROOT)
                      for recipe, pair in jobs[start:start + args.parallel]]
             codes += [proc.wait() for proc in procs]
         if any(codes):

@@ -97,6 +97,9 @@ def test_pretrain_writes_a_prior_and_resumes_from_the_work_folder_or_the_committ
     assert "--resume" in capsys.readouterr().err
     assert cli_main([*base, "--resume", "--iterations", "3"]) == 0  # the work folder goes on
     assert prior.read_card(out)["iterations"] == 3
+    # a prior learns faces, not one person B: no identity loss (it pulled towards the second set's mean and
+    # made a pretraining step 3.5x slower when the train default turned it on)
+    assert load_model(work)[1]["train"]["id_weight"] == 0
     first_sha = prior.read_card(out)["sha256"]
     import shutil
 
