@@ -137,10 +137,10 @@ def read_mark(frames: Iterable[tuple[int, np.ndarray]], detector) -> tuple[water
     for batch in _batches(frames, 8):
         count += len(batch)
         for (index, image), found in zip(batch, detector.detect([image for _, image in batch]), strict=True):
-            faces = [watermark.face_crop(image, face.landmarks) for face in found]
+            faces = [watermark.scored_face_crop(image, face.landmarks) for face in found]
             if faces:
                 indices.append(index)
-                crops.append(max(faces, key=lambda crop: watermark.signal(watermark.weigh([crop])[0])))
+                crops.append(max(faces, key=lambda scored: scored[1])[0])
     return watermark.combine(zip(indices, watermark.weigh(crops), strict=True)), count
 
 

@@ -295,6 +295,12 @@ def face_crop(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     (SEARCH_SHIFTS) around the detected geometry covers it: the shift whose crop alone correlates with
     the most energy (`signal`, blind to the groups' signs, so the search favours no payload) is kept.
     """
+    return scored_face_crop(frame, landmarks)[0]
+
+
+def scored_face_crop(frame: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+    """`face_crop` and the `signal` its search kept it by: a reader picking a frame's strongest face
+    compares these instead of weighing every crop again."""
     base = mark_matrix(landmarks)
     best, best_signal = None, -1.0
     for dx, dy in SEARCH_SHIFTS:
@@ -304,7 +310,7 @@ def face_crop(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         power = signal(weigh([hp])[0])
         if power > best_signal:
             best, best_signal = hp, power
-    return best
+    return best, best_signal
 
 
 def read_face(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
