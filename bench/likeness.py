@@ -11,6 +11,7 @@ trainings end, the project's own `evaluate` (the product's swap, dlib judges) me
 on the pair's video. Prints one JSON line; writes WORK/likeness.json and WORK/likeness.png.
 
     python bench/likeness.py --work WORK --recipes lite-5e-5,default --budgets 5,10,20,30
+    python bench/likeness.py --work WORK --recipes default,old --prior-file old=OLD/prior-lite-64.safetensors
 
 `distance_moved` is how far the swapped faces' distance to B's mean moved from the unswapped faces'
 towards B's own photos' (leave-one-out): 0 = still A, 1 = as close as B's own photos.
@@ -66,6 +67,7 @@ RECIPES: dict[str, dict] = {
     "dm-b16": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100, "loss": "mae_dssim", "background_weight": 0.1,
                "batch_size": 16},
 }
+
 
 def add_prior_recipes(specs: list[str]) -> None:
     """`LABEL=PATH` -> a recipe LABEL: the default's, started from the prior file PATH (`--prior PATH`), so two
