@@ -3,6 +3,7 @@ selection, settings changes, and the `swap` command's outputs and errors."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from skimage import color
@@ -103,6 +104,8 @@ def test_blend_modes_and_mask_settings_change_what_they_should(swapper, frame):
         eroded = swapper.swap_at_landmarks([frame], faces)[1][0][0]
         swapper.update(erode=0, blur=20)
         blurred = swapper.swap_at_landmarks([frame], faces)[1][0][0]
+        swapper.update(SwapSettings(blend="poisson", color="none", detail=1.0))
+        detailed = swapper.swap_at_landmarks([frame], faces)[0][0]
     finally:
         swapper.update(SwapSettings())
     core = _core(face, frame.shape)
@@ -117,6 +120,11 @@ def test_blend_modes_and_mask_settings_change_what_they_should(swapper, frame):
     texture = {m: np.abs(out[core].astype(float) - frame[core]).mean() for m, out in outs.items()}
     assert texture["poisson-mixed"] < texture["poisson"], texture
     assert eroded.region(frame.shape).sum() < 0.85 * region.sum()
+    # the frame's fine detail: sharper inside the face, nothing changed outside it
+    assert np.array_equal(detailed[~region], frame[~region])
+    grey = {k: cv2.Laplacian(cv2.cvtColor(v, cv2.COLOR_RGB2GRAY), cv2.CV_32F)[core].var()
+            for k, v in (("plain", outs["poisson"]), ("detail", detailed))}
+    assert grey["detail"] > 2 * grey["plain"], grey
     soft = blurred.mask[(blurred.mask > 0) & (blurred.mask < 1)].size
     assert soft > face.mask[(face.mask > 0) & (face.mask < 1)].size
 
@@ -129,6 +137,8 @@ def test_settings_change_without_reloading_and_bad_ones_are_refused(swapper, fra
         swapper.update(blend="paste")
     with pytest.raises(UserError, match="like:"):
         swapper.update(faces="like:/nowhere.jpg")
+    with pytest.raises(UserError, match="--detail 1.5"):
+        swapper.update(detail=1.5)
     assert swapper.settings == SwapSettings()  # a refused change keeps the old settings
     try:
         swapper.update(direction="b2a")

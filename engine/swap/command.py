@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--color-strength", type=float, default=swap.color_strength, metavar="F",
                    help="0 keeps the model's colours, 1 applies the full correction; with net, the network's "
                         "share, the rest is reinhard's (default: %(default)s)")
+    p.add_argument("--detail", type=float, default=swap.detail, metavar="F",
+                   help="share of the frame's own fine detail (skin texture, grain) finer than the new face's "
+                        "pixels, added to it: 0 (off) to 1 (default: %(default)s)")
     p.add_argument("--blend", default=swap.blend, metavar="MODE",
                    help="poisson (seamless), poisson-mixed (keeps frame texture) or alpha (default: %(default)s)")
     p.add_argument("--erode", type=int, default=swap.erode, metavar="PX",
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     use_threads(args.threads)
     jobs = plan_outputs(args.inputs, Path(args.out))
     settings = SwapSettings(direction=args.direction, color=args.color, color_strength=args.color_strength,
-                            blend=args.blend, erode=args.erode, blur=args.blur, faces=args.faces,
+                            detail=args.detail, blend=args.blend, erode=args.erode, blur=args.blur, faces=args.faces,
                             watermark=args.watermark)
     settings.check()
     swapper = Swapper(args.model, settings, device=args.device, detector=args.detector,

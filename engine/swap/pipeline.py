@@ -48,6 +48,7 @@ from engine.swap.blend import (
     poisson_clone,
 )
 from engine.swap.color import correct_faces, to_tensor, to_uint8
+from engine.swap.detail import skin_weight, with_detail
 from engine.swap.masks import blend_mask
 from engine.swap.selection import FaceSelector
 from engine.swap.settings import BLEND_SIZE, DETECT_SIZE, DIRECTIONS, NET_MODE, SwapSettings
@@ -160,7 +161,7 @@ class Swapper:
         self._stats_weights = torch.from_numpy(face_region_mask(self.resolution, self.coverage)).to(self.device)
         self._settings = SwapSettings()
         self._color = auto_color_mode(self.model_dir)
-        self._masks: dict[tuple[int, int, int], np.ndarray] = {}
+        self._masks: dict[tuple, np.ndarray] = {}  # blend masks and skin weights by size and settings
         self.selector = FaceSelector.build("largest", MIN_SCORE, self.detect)
         self.update(settings or SwapSettings())
 
@@ -243,7 +244,11 @@ class Swapper:
             with self.clock("blend"):
                 mask = self._blend_mask(None if learned is None else learned[k])
                 matrix = align.alignment_matrix(points, size, self.coverage)
-                outputs[i] = self._paste(outputs[i], faces[k], matrix, mask)
+                face = faces[k]
+                if self._settings.detail > 0:
+                    face = with_detail(face, align.warp_face(frames[i], matrix, size), self.face_size,
+                                       self._settings.detail, self._skin(size))
+                outputs[i] = self._paste(outputs[i], face, matrix, mask)
             placed[i].append(SwappedFace(points, matrix, mask))
         if self._settings.watermark:
             with self.clock("mark"):
@@ -313,6 +318,13 @@ class Swapper:
             placed = place_face(face, shifted, mask)
             return frame.copy() if placed is None else composite(frame, placed, poisson_at_half_size(frame, placed))
         return blend(frame, face, shifted, mask, self._settings.blend)
+
+    def _skin(self, size: int) -> np.ndarray:
+        """Where the frame's fine detail may go (`detail.skin_weight`), made once per size."""
+        key = ("skin", size, 0, 0)
+        if key not in self._masks:
+            self._masks[key] = skin_weight(size, self.coverage)
+        return self._masks[key]
 
     def _blend_mask(self, learned: np.ndarray | None) -> np.ndarray:
         s = self._settings

@@ -42,6 +42,8 @@ class SwapSettings:
     direction: str = "a2b"
     color: str = "auto"
     color_strength: float = field(default=1.0, metadata={"range": (0.0, 1.0)})
+    # share of the destination's fine detail, above what the new face's pixels carry (engine.swap.detail)
+    detail: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
     blend: str = "poisson"
     # px of the BLEND_SIZE crop; negative grows the mask
     erode: int = field(default=0, metadata={"range": (-BLEND_SIZE // 4, BLEND_SIZE // 4)})
@@ -63,6 +65,9 @@ class SwapSettings:
         low, high = value_range(self, "color_strength")
         if not low <= self.color_strength <= high:
             raise UserError(f"--color-strength {self.color_strength}: use a value from {low:g} to {high:g}")
+        low, high = value_range(self, "detail")
+        if not low <= self.detail <= high:
+            raise UserError(f"--detail {self.detail}: use a value from {low:g} (off) to {high:g} (all of it)")
         if self.blend not in BLEND_MODES:
             raise UserError(f"--blend {self.blend!r}: use one of {', '.join(BLEND_MODES)}")
         low, high = value_range(self, "erode")
