@@ -109,6 +109,31 @@ def test_nan_guard_rewinds_to_the_last_good_checkpoint_and_never_saves_nan(faces
     assert rows[-1][0] == 12 and all(np.isfinite(row[1:]).all() for row in rows)
 
 
+def test_a_loss_that_blows_up_is_rewound_and_the_run_goes_on_at_half_the_rate(faceset_a, faceset_b, tmp_path,
+                                                                                monkeypatch):
+    """A finite blow-up (the colour net went 0.23 -> 7 -> 1e5 at lr 1e-3) is caught like a NaN: rewound to
+    the last save, and the rest of the run takes half the learning rate so that it does not climb back."""
+    real_step = Session.step
+    rates = []
+
+    def spiking_step(self):
+        losses = real_step(self)
+        rates.append(self.optimizer.param_groups[0]["lr"])
+        return losses * 1000.0 if len(rates) == 23 else losses  # iteration 23, after the save at 20
+
+    monkeypatch.setattr(Session, "step", spiking_step)
+    events = []
+    config = tiny(faceset_a, faceset_b, tmp_path / "m", iterations=26, id_weight=0.0, warmup=0)
+    result = train(config, listeners=[events.append])
+
+    assert result.status == "done" and result.iteration == 26
+    assert any("its recent median at 23: rewound to 20" in e.message and "halved" in e.message
+               for e in events), [e.message for e in events if e.message]
+    assert len(rates) == 26 + 3  # iterations 21-23 ran twice
+    assert rates[0] == config.lr and rates[-1] == config.lr / 2
+    assert all(row[1] < 100 for row in loss_history(tmp_path / "m"))  # the spike never reached the history
+
+
 def test_a_diverging_run_stops_and_keeps_its_last_good_model(faceset_a, faceset_b, tmp_path):
     result = train(tiny(faceset_a, faceset_b, tmp_path / "m", iterations=40, save_every=1, lr=1e10,
                         max_rewinds=2))

@@ -24,7 +24,11 @@ class LoopConfig:
     report_every: int | None = None  # None: 1 on CPU, 10 on CUDA (each report syncs the GPU)
     precision: str = "auto"  # auto (the fastest here, engine.precision), bf16 or fp32
     seed: int = 0
-    max_rewinds: int = 3  # NaN/Inf rewinds allowed before the run gives up
+    max_rewinds: int = 3  # NaN/Inf (or loss-spike) rewinds allowed before the run gives up
+    # a reported loss this many times its recent median is a blow-up: rewound like a NaN, the learning
+    # rate halved for the rest of the run (0: off). The colour net at lr 1e-3 went 0.23 -> 7 -> 1e5 in
+    # three steps on a real model (docs/benchmarks.md, "A colour net that blew up")
+    spike: float = 10.0
 
     RECORDED: ClassVar[tuple[str, ...]] = ()  # the settings `recorded` stores in the model folder
 

@@ -3,8 +3,8 @@
 `run_loop` steps a `LoopSession` until its iteration target, a stop request or divergence, saving,
 previewing and reporting on the way. The swap model's phase (`engine.train.trainer.Session`) and the
 colour net's (`engine.train.color.ColorSession`) are both `LoopSession`s: what they share (random
-streams, Adam, the checkpoint's save and the rewind after a NaN/Inf loss) lives here once, and
-each adds its own `step` and `preview`.
+streams, Adam, the checkpoint's save and the rewind after a NaN/Inf loss or a loss that blows up)
+lives here once, and each adds its own `step` and `preview`.
 """
 
 from __future__ import annotations
@@ -37,11 +37,13 @@ log = logging.getLogger(__name__)
 SIDES = ("a", "b")  # the two identities every run trains, A's and B's
 ADAM_BETA2 = 0.999
 REWIND_STRIDE = 7919  # a rewound run reseeds this many iterations away: not the batches that blew up
+SPIKE_WINDOW = 50  # reported losses whose median a new one is compared with (LoopConfig.spike)
+SPIKE_ARMED = 20  # reports before the spike guard judges: the first steps' losses fall fast
 
 
 @dataclass
 class TrainResult:
-    status: str  # "done", "stopped" (stop flag or signal) or "diverged" (NaN/Inf beyond max_rewinds)
+    status: str  # "done", "stopped" (stop flag or signal) or "diverged" (NaN/Inf or blow-ups beyond max_rewinds)
     iteration: int
     loss_a: float | None
     loss_b: float | None
@@ -79,6 +81,7 @@ class LoopSession(ABC):
         self.precision = Choice("fp32", "not chosen yet")  # `choose_precision` sets it before the loop
         self.autocast = self.precision.autocast(self.device)
         self.rewinds = 0
+        self.lr_scale = 1.0  # halved at each loss-spike rewind (`run_loop`), for the rest of this run
 
     def load_pools(self, paths: tuple[str, str]) -> None:
         """This rank's slice of A's and B's face sets onto the device."""
@@ -168,7 +171,8 @@ class LoopSession(ABC):
         return gather_losses(self.cluster, pending, stop)
 
     def rewind(self) -> bool:
-        """After a NaN/Inf loss (or weights), reload the last checkpoint (never saved broken); False: give up.
+        """After a NaN/Inf loss (or weights) or a blow-up, reload the last checkpoint (never saved broken);
+        False: give up.
 
         UserError, naming the folder, when that checkpoint no longer loads (damaged or replaced since it
         was saved) or holds NaN/Inf weights: the run cannot go on from it, and says so in one line.
@@ -213,12 +217,35 @@ class LoopSession(ABC):
         warmup = self.config.warmup
         scale = min(1.0, (self.state.iteration + 1) / warmup) if warmup > 0 else 1.0
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * scale
+            group["lr"] = self.config.lr * scale * self.lr_scale
 
 
 def adam(parameters, lr: float, beta1: float) -> torch.optim.Optimizer:
     """Adam as every training phase (and bench/train.py) runs it."""
     return torch.optim.Adam(parameters, lr=lr, betas=(beta1, ADAM_BETA2))
+
+
+class SpikeGuard:
+    """Tells a blow-up from noise: a reported loss `factor` times the median of the last SPIKE_WINDOW.
+
+    Finite blow-ups pass the NaN guard: Adam can step a network off a cliff (loss 0.23 -> 7 -> 1e5 in
+    three steps) and it may never come back, or come back as a different, worse network; the loop
+    then rewinds it like a NaN. The median ignores ordinary jitter and a first drop from the start.
+    """
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self.recent: list[float] = []
+
+    def ratio(self, loss: float) -> float | None:
+        """loss / recent median when that is a blow-up, else None (also while the guard is not armed)."""
+        if self.factor <= 0 or len(self.recent) < SPIKE_ARMED:
+            return None
+        median = float(np.median(self.recent))
+        return loss / median if median > 0 and loss > self.factor * median else None
+
+    def add(self, loss: float) -> None:
+        self.recent = [*self.recent[-(SPIKE_WINDOW - 1):], loss]
 
 
 class TimeBudget:
@@ -320,6 +347,7 @@ def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
     pending: list[torch.Tensor] = []
     window_start, window_t0 = s.state.iteration, time.perf_counter()
     clock = TimeBudget(s.state, cfg.minutes, s.snapshot_minutes)
+    spike = SpikeGuard(cfg.spike)
 
     while s.state.iteration < cfg.iterations:
         if not s.cluster.distributed and (stop or clock.spent):  # one process: honour these before a step
@@ -349,17 +377,23 @@ def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
         finite = math.isfinite(loss_a) and math.isfinite(loss_b)
         if finite and (save_due or snapshot_due) and not checkpoint.weights_finite(s.model):
             finite = False  # a finite loss over NaN/Inf weights: never saved, rewound like a NaN loss
-        if not finite:
+        jump = spike.ratio(loss_a + loss_b) if finite else None
+        if not finite or jump is not None:
+            if jump is not None:
+                s.lr_scale *= 0.5  # the same rate would climb into the same cliff: go on at half of it
             if not s.rewind():
                 status = "diverged"
-                log.error("loss is NaN/Inf again after %d rewinds: stopping; %s keeps iteration %d",
-                          cfg.max_rewinds, s.folder, saved_at)
+                log.error("loss is %s again after %d rewinds: stopping; %s keeps iteration %d",
+                          "NaN/Inf" if jump is None else "blowing up", cfg.max_rewinds, s.folder, saved_at)
                 break
             clock.restart(s.state)
-            reporter(s.state.iteration, message=f"loss or weights became NaN/Inf at {it}: "
-                                                f"rewound to {s.state.iteration}")
+            what = ("loss or weights became NaN/Inf" if jump is None else
+                    f"loss jumped to {jump:.0f}x its recent median")
+            lr = "" if jump is None else f", learning rate halved to {cfg.lr * s.lr_scale:.2g}"
+            reporter(s.state.iteration, message=f"{what} at {it}: rewound to {s.state.iteration}{lr}")
             window_start, window_t0 = s.state.iteration, time.perf_counter()
             continue
+        spike.add(loss_a + loss_b)
         s.state.history.add(it, loss_a, loss_b, count)
         last = (loss_a, loss_b)
         preview = s.preview() if preview_due else None

@@ -46,6 +46,7 @@ NOT_SHOWN = {
     "color_net": COLOUR_NET, "color_scale": COLOUR_NET, "color_iterations": COLOUR_NET,
     "report_every": "the engine picks it for the device (each report syncs a GPU)",
     "seed": "fixed, so that runs compare", "max_rewinds": "the engine's guard against NaN/Inf losses",
+    "spike": "the engine's guard against a loss that blows up (rewinds and halves the rate)",
 }
 GIVEN = {"faces_a": "the project's face set A", "faces_b": "the project's face set B",
          "model_dir": "the project's model folder", "device": "the server's --device",
