@@ -111,7 +111,7 @@ def test_nan_guard_rewinds_to_the_last_good_checkpoint_and_never_saves_nan(faces
 
 def test_a_loss_that_blows_up_is_rewound_and_the_run_goes_on_at_half_the_rate(faceset_a, faceset_b, tmp_path,
                                                                                 monkeypatch):
-    """A finite blow-up (the colour net went 0.23 -> 7 -> 1e5 at lr 1e-3) is caught like a NaN: rewound to
+    """A finite blow-up (the colour net went 0.23 -> 7 -> 2e5 at lr 1e-3) is caught like a NaN: rewound to
     the last save, and the rest of the run takes half the learning rate so that it does not climb back."""
     real_step = Session.step
     rates = []

@@ -26,7 +26,7 @@ class LoopConfig:
     seed: int = 0
     max_rewinds: int = 3  # NaN/Inf (or loss-spike) rewinds allowed before the run gives up
     # a reported loss this many times its recent median is a blow-up: rewound like a NaN, the learning
-    # rate halved for the rest of the run (0: off). The colour net at lr 1e-3 went 0.23 -> 7 -> 1e5 in
+    # rate halved for the rest of the run (0: off). The colour net at lr 1e-3 went 0.23 -> 7 -> 2e5 in
     # three steps on a real model (docs/benchmarks.md, "A colour net that blew up")
     spike: float = 10.0
 

@@ -228,7 +228,7 @@ def adam(parameters, lr: float, beta1: float) -> torch.optim.Optimizer:
 class SpikeGuard:
     """Tells a blow-up from noise: a reported loss `factor` times the median of the last SPIKE_WINDOW.
 
-    Finite blow-ups pass the NaN guard: Adam can step a network off a cliff (loss 0.23 -> 7 -> 1e5 in
+    Finite blow-ups pass the NaN guard: Adam can step a network off a cliff (loss 0.23 -> 7 -> 2e5 in
     three steps) and it may never come back, or come back as a different, worse network; the loop
     then rewinds it like a NaN. The median ignores ordinary jitter and a first drop from the start.
     """
