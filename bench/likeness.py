@@ -57,6 +57,8 @@ RECIPES: dict[str, dict] = {
     # issue 21 item 3: DeepFaceLab resets its bottleneck after pretraining; here the prior's dense bottleneck
     # and the layer after it (encoder.4, encoder.5) start from random weights, the rest from the prior
     "prior-reset-inter": {"prior_reset": ("encoder.4.", "encoder.5.")},
+    # DeepFaceLab turns its random warp off to sharpen a model late; the prior already learnt with it
+    "prior-nowarp": {"id_weight": 0.5, "id_robust": True, "warp": False},
     "lite-5e-5": OLD,
     "lite-3e-4": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100},
     "lite-3e-4-dssim-mask": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100, "loss": "mae_dssim",
