@@ -161,7 +161,8 @@ class Swapper:
         self._stats_weights = torch.from_numpy(face_region_mask(self.resolution, self.coverage)).to(self.device)
         self._settings = SwapSettings()
         self._color = auto_color_mode(self.model_dir)
-        self._masks: dict[tuple, np.ndarray] = {}  # blend masks and skin weights by size and settings
+        self._masks: dict[tuple[int, int, int], np.ndarray] = {}
+        self._skin_weights: dict[int, np.ndarray] = {}  # where the frame's fine detail may go, by crop size
         self.selector = FaceSelector.build("largest", MIN_SCORE, self.detect)
         self.update(settings or SwapSettings())
 
@@ -321,10 +322,9 @@ class Swapper:
 
     def _skin(self, size: int) -> np.ndarray:
         """Where the frame's fine detail may go (`detail.skin_weight`), made once per size."""
-        key = ("skin", size, 0, 0)
-        if key not in self._masks:
-            self._masks[key] = skin_weight(size, self.coverage)
-        return self._masks[key]
+        if size not in self._skin_weights:
+            self._skin_weights[size] = skin_weight(size, self.coverage)
+        return self._skin_weights[size]
 
     def _blend_mask(self, learned: np.ndarray | None) -> np.ndarray:
         s = self._settings
