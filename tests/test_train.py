@@ -13,7 +13,7 @@ from engine.errors import UserError
 from engine.faces.crops import center_crop_batch
 from engine.faces.faceset import FaceSet
 from engine.models import MODEL_COVERAGE, load_model
-from engine.models.folder import loss_history
+from engine.models.folder import loss_history, training_settings
 from engine.progress import Reporter, StopFlag
 from engine.train import TrainConfig, distributed, train
 from engine.train.checkpoint import weights_finite
@@ -143,16 +143,30 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_model(faceset_a, faceset_
     assert meta["iteration"] < 40
 
 
-def test_cli_trains_and_resumes(faceset_a, faceset_b, tmp_path, capsys):
+def test_cli_trains_and_resumes(faceset_a, faceset_b, tmp_path, capsys, monkeypatch):
+    import engine.train.trainer as trainer_module
+
+    warps = []  # the warp switch of every batch the trainer augments
+
+    def recording(*args, warp, **kwargs):
+        warps.append(warp)
+        return warp_batch(*args, warp=warp, **kwargs)
+
+    warp_batch = trainer_module.warp_batch
+    monkeypatch.setattr(trainer_module, "warp_batch", recording)
     model_dir = tmp_path / "m"
     common = ["train", "--model", str(model_dir), "--preset", "lite", "--device", "cpu", "--batch-size", "4",
               "--save-every", "2", "--preview-every", "0"]
     assert cli_main([*common, "--faces-a", str(faceset_a), "--faces-b", str(faceset_b), "--iterations", "3"]) == 0
     assert "done at iteration 3" in capsys.readouterr().out
-    # --resume finds the face sets in config.json and carries on to the new total
-    assert cli_main([*common, "--resume", "--iterations", "5"]) == 0
+    assert training_settings(model_dir)["warp"] is True and set(warps) == {True}
+    # --resume finds the face sets in config.json and carries on to the new total; --no-warp turns the
+    # random warp off for the rest of the run, as DeepFaceLab users do late in a training
+    warps.clear()
+    assert cli_main([*common, "--resume", "--iterations", "5", "--no-warp"]) == 0
     config = json.loads((model_dir / "config.json").read_text())
     assert config["meta"]["iteration"] == 5
+    assert training_settings(model_dir)["warp"] is False and warps and set(warps) == {False}
 
 
 def test_cli_refuses_missing_and_empty_face_sets_and_bad_resumes(faceset_a, faceset_b, tmp_path, capsys):

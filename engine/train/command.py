@@ -46,6 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id-ceiling", action=argparse.BooleanOptionalAction, default=d["id_ceiling"],
                    help="with --id-robust: stop pulling a face once it is as like B as B's own photos "
                         "(default: on; --no-id-ceiling: jitter alone)")
+    p.add_argument("--warp", action=argparse.BooleanOptionalAction, default=d["warp"],
+                   help="randomly warp each input face, so the decoders learn to rebuild a face rather than copy "
+                        f"it (default: {'on' if d['warp'] else 'off'}; --no-warp keeps the turns, zooms, shifts and "
+                        "flips only; a resume may switch it, as DeepFaceLab users do late in a run)")
     p.add_argument("--warmup", type=int, default=d["warmup"],
                    help="iterations of learning-rate warm-up (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the model in --model")
@@ -123,7 +127,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         faces_a=faces_a, faces_b=faces_b, model_dir=args.model, preset=args.preset, resolution=args.resolution,
         learn_mask=args.learn_mask, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         loss=args.loss, eye_mouth_weight=args.eye_mouth_weight, background_weight=args.background_weight,
-        id_weight=args.id_weight, id_robust=args.id_robust, id_ceiling=args.id_ceiling,
+        id_weight=args.id_weight, id_robust=args.id_robust, id_ceiling=args.id_ceiling, warp=args.warp,
         warmup=args.warmup, minutes=args.minutes, snapshot_minutes=args.snapshot_minutes,
         resume=args.resume, init_from=args.init_from, prior=args.prior,
         device=args.device, save_every=args.save_every, snapshot_every=args.snapshot_every,

@@ -38,7 +38,7 @@ SNAPSHOTS = "numbered snapshots are for benchmarks (bench/likeness.py); the page
 NOT_SHOWN = {
     "resolution": "the preset's: the page trains the presets as they are", "learn_mask": "as resolution",
     "lr": RECIPE, "beta1": RECIPE, "warmup": RECIPE, "loss": RECIPE, "eye_mouth_weight": RECIPE,
-    "background_weight": RECIPE, "id_weight": RECIPE, "id_robust": RECIPE, "id_ceiling": RECIPE, "warp": RECIPE, "color_jitter": RECIPE,
+    "background_weight": RECIPE, "id_weight": RECIPE, "id_robust": RECIPE, "id_ceiling": RECIPE, "color_jitter": RECIPE,
     "snapshot_minutes": SNAPSHOTS, "snapshot_every": SNAPSHOTS,
     "init_from": "a model from elsewhere comes in through the model archive (Import model)",
     "prior": "auto: the preset's shipped prior, which the preset's description names",
@@ -80,6 +80,10 @@ def render(studio: Studio) -> SimpleNamespace:
             form.add("precision", gr.Dropdown, choices=list(PRECISIONS), label="Precision",
                      info="auto: bf16 where it is measured faster on this machine, else float32",
                      elem_id="train-precision")
+            form.add("warp", gr.Checkbox, label="Random warp",
+                     info="warp each input face so the model learns to rebuild faces, not copy them; "
+                          "off: sharper and closer to B sooner (turn it off on Resume late in a run)",
+                     elem_id="train-warp")
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="train-start")
         stop = gr.Button("Stop (saves)", variant="stop", elem_id="train-stop")
