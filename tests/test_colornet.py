@@ -94,6 +94,30 @@ def test_face_stats_are_lab_moments_and_reinhard_moves_faces_to_target_stats():
     assert torch.allclose(face_stats(moved, weights)[:, :3], target[:, :3], atol=0.02)  # means within 2 LAB units
 
 
+def test_reinhard_tints_a_near_grey_photo_instead_of_blowing_its_noise_into_colour(data_dir):
+    """A black-and-white photo (JPEG chroma noise of ~0.5 LAB units) recoloured like a colour face takes
+    the face's mean colour, its chroma spread stretched at most MAX_STD_RATIO times (not 13-20x)."""
+    import cv2
+
+    from engine.models.colornet import MAX_STD_RATIO
+
+    def photo(name: str) -> torch.Tensor:
+        image = cv2.cvtColor(cv2.imread(str(data_dir / "people" / name)), cv2.COLOR_BGR2RGB)
+        h, w = image.shape[:2]
+        side = min(h, w)
+        square = image[(h - side) // 2:(h + side) // 2, (w - side) // 2:(w + side) // 2]
+        small = cv2.resize(square, (64, 64), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
+
+    grey, colour = photo("hader/hader163.jpg"), photo("carell/carell1.jpg")
+    weights = torch.ones(64, 64)
+    own, target = face_stats(grey, weights), face_stats(colour, weights)
+    assert (own[0, 4:] * 100 < 1).all() and (target[0, 4:] * 100 > 5).all()  # grey with noise; a colour face
+    moved = face_stats(reinhard_to(grey, own, target), weights)
+    assert torch.allclose(moved[0, :3], target[0, :3], atol=0.01)  # the colour face's mean colour
+    assert (moved[0, 4:] <= own[0, 4:] * MAX_STD_RATIO * 1.05).all(), moved * 100
+
+
 def test_a_saved_colour_net_round_trips_exactly_beside_its_model(tmp_path):
     from engine.models import build_model
 
