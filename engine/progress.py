@@ -123,8 +123,10 @@ class TqdmListener:
             postfix["left"] = _clock(event.time_left_s)
         if postfix:
             self.bar.set_postfix(postfix, refresh=False)
-        if event.message:
-            self.bar.set_description_str(f"{self.desc or event.job}: {event.message}", refresh=False)
+        # the description says what the job is doing now, as the web page does: a one-off note (a rewind,
+        # the precision chosen) is shown until the next event, then the plain name comes back
+        name = self.desc or event.job
+        self.bar.set_description_str(f"{name}: {event.message}" if event.message else name, refresh=False)
         self.bar.refresh()
         if event.done:
             self.close()

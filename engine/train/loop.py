@@ -145,7 +145,7 @@ class LoopSession(ABC):
         self.state.settings = {**self.state.settings, "precision": choice.precision,
                                "precision_reason": choice.reason}
         if self.cluster.is_main:
-            log.debug("precision %s", choice.describe())
+            log.info("%s: precision %s", self.folder, choice.describe())
         return choice
 
     def descend(self, losses: list[torch.Tensor], extra: torch.Tensor | None = None) -> torch.Tensor:
@@ -390,7 +390,9 @@ def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
             what = ("loss or weights became NaN/Inf" if jump is None else
                     f"loss jumped to {jump:.0f}x its recent median")
             lr = "" if jump is None else f", learning rate halved to {cfg.lr * s.lr_scale:.2g}"
-            reporter(s.state.iteration, message=f"{what} at {it}: rewound to {s.state.iteration}{lr}")
+            note = f"{what} at {it}: rewound to {s.state.iteration}{lr}"
+            log.warning("%s: %s", s.folder, note)  # kept in the log and the terminal; the bar shows it once
+            reporter(s.state.iteration, message=note)
             window_start, window_t0 = s.state.iteration, time.perf_counter()
             continue
         spike.add(loss_a + loss_b)
