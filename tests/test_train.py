@@ -159,14 +159,29 @@ def test_cli_trains_and_resumes(faceset_a, faceset_b, tmp_path, capsys, monkeypa
               "--save-every", "2", "--preview-every", "0"]
     assert cli_main([*common, "--faces-a", str(faceset_a), "--faces-b", str(faceset_b), "--iterations", "3"]) == 0
     assert "done at iteration 3" in capsys.readouterr().out
-    assert training_settings(model_dir)["warp"] is True and set(warps) == {True}
-    # --resume finds the face sets in config.json and carries on to the new total; --no-warp turns the
-    # random warp off for the rest of the run, as DeepFaceLab users do late in a training
+    # a new lite model starts from the shipped prior: the random warp is off unless asked for
+    assert training_settings(model_dir)["warp"] is False and set(warps) == {False}
+    # --resume finds the face sets in config.json and carries on to the new total; --warp switches the
+    # random warp for the rest of the run, and a later resume without the flag keeps it
     warps.clear()
-    assert cli_main([*common, "--resume", "--iterations", "5", "--no-warp"]) == 0
+    assert cli_main([*common, "--resume", "--iterations", "5", "--warp"]) == 0
     config = json.loads((model_dir / "config.json").read_text())
     assert config["meta"]["iteration"] == 5
-    assert training_settings(model_dir)["warp"] is False and warps and set(warps) == {False}
+    assert training_settings(model_dir)["warp"] is True and warps and set(warps) == {True}
+    warps.clear()
+    assert cli_main([*common, "--resume", "--iterations", "6"]) == 0
+    assert training_settings(model_dir)["warp"] is True and set(warps) == {True}
+
+
+def test_the_random_warp_is_on_from_random_weights_and_off_from_learnt_ones():
+    from engine.train.trainer import warp_for
+
+    assert warp_for(None, {"prior": "random weights (--prior none)", "pretrained": False}) is True
+    assert warp_for(None, {"prior": "prior-lite-64 ...", "pretrained": True}) is False
+    assert warp_for(None, {"pretrained": True}) is False  # --init-from
+    assert warp_for(None, {}) is True  # a model from before priors: trained with the warp
+    assert warp_for(None, {"pretrained": True, "warp": True}) is True  # a resume keeps the model's
+    assert warp_for(False, {"warp": True}) is False and warp_for(True, {"pretrained": True}) is True
 
 
 def test_cli_refuses_missing_and_empty_face_sets_and_bad_resumes(faceset_a, faceset_b, tmp_path, capsys):

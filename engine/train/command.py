@@ -48,8 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: on; --no-id-ceiling: jitter alone)")
     p.add_argument("--warp", action=argparse.BooleanOptionalAction, default=d["warp"],
                    help="randomly warp each input face, so the decoders learn to rebuild a face rather than copy "
-                        f"it (default: {'on' if d['warp'] else 'off'}; --no-warp keeps the turns, zooms, shifts and "
-                        "flips only; a resume may switch it, as DeepFaceLab users do late in a run)")
+                        "it (--no-warp keeps the turns, zooms, shifts and flips only). Default: off for a model "
+                        "that starts from a prior or --init-from, on from random weights; a resume keeps the "
+                        "model's and may switch it, as DeepFaceLab users do late in a run")
     p.add_argument("--warmup", type=int, default=d["warmup"],
                    help="iterations of learning-rate warm-up (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the model in --model")

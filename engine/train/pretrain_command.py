@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
                          resolution=resolution, iterations=args.iterations, minutes=minutes,
                          batch_size=args.batch_size, lr=args.lr, device=args.device, save_every=args.save_every,
                          preview_every=args.preview_every, precision=args.precision, seed=args.seed,
-                         id_weight=0.0, **start)  # no identity loss: a prior learns faces, not one person B
+                         # no identity loss: a prior learns faces, not one person B; and always the random warp
+                         id_weight=0.0, warp=True, **start)
     if base["from"] and not (work / BASE).is_file():
         write_json(work / BASE, base)  # before training: a killed sitting still knows what it built on
     stop = StopFlag()

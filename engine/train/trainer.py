@@ -81,9 +81,10 @@ class Session(LoopSession):
         self.load_pools((config.faces_a, config.faces_b))
         torch.manual_seed(config.seed)  # the same initial weights for the same --seed (and on every rank)
         model, state, optimizer_state = open_model(config, self.folder, self.device)
+        self.warp = warp_for(config.warp, state.settings)
         # what open_model noted (a new model's prior) and earlier runs recorded stays; this run's settings win
         self.start(model.to(self.device, memory_format=LAYOUT).train(), state, optimizer_state,
-                   {**state.settings, **recorded(config)})
+                   {**state.settings, **recorded(config), "warp": self.warp})
         self.coverage = self.model.coverage
         self.loss_fn = make_loss(config.loss, self.model.resolution, self.coverage,
                                  eye_mouth_weight=config.eye_mouth_weight,
@@ -105,7 +106,7 @@ class Session(LoopSession):
         for side, pool in self.pools.items():
             warped, target, mask = warp_batch(
                 self.samplers[side].next(), resolution=self.model.resolution, src_coverage=pool.coverage,
-                model_coverage=self.coverage, generator=self.augment_gen, warp=self.config.warp,
+                model_coverage=self.coverage, generator=self.augment_gen, warp=self.warp,
                 color_jitter=self.config.color_jitter,
                 mask=self.model.learn_mask or self.loss_fn.needs_mask)
             inputs[side] = warped.contiguous(memory_format=LAYOUT)
@@ -226,16 +227,26 @@ def open_model(config: TrainConfig, folder: Path, device: torch.device):
             raise UserError(f"--init-from {config.init_from} shares no weights with a {preset} model: "
                             f"drop --preset/--resolution to reuse its architecture ({source.config['preset']})")
         log.info("started from %s: %d of %d tensors copied", config.init_from, copied, len(model.state_dict()))
-    else:
-        preset = config.preset or default_preset(device.type)
-        model = build_model(preset, resolution=config.resolution, learn_mask=config.learn_mask, identities=SIDES)
-        return model, TrainingState(settings={"prior": start_from_prior(model, config.prior)}), None
-    return model, TrainingState(), None
+        return model, TrainingState(settings={"pretrained": True}), None
+    preset = config.preset or default_preset(device.type)
+    model = build_model(preset, resolution=config.resolution, learn_mask=config.learn_mask, identities=SIDES)
+    what, pretrained = start_from_prior(model, config.prior)
+    return model, TrainingState(settings={"prior": what, "pretrained": pretrained}), None
 
 
-def start_from_prior(model: nn.Module, choice: str) -> str:
+def warp_for(choice: bool | None, settings: dict) -> bool:
+    """The run's random warp: `choice` when given; else what the model's earlier runs used, or for a new
+    model off when it starts from learnt weights (a prior, --init-from) and on from random ones."""
+    if choice is not None:
+        return choice
+    if "warp" in settings:
+        return bool(settings["warp"])
+    return not settings.get("pretrained", False)
+
+
+def start_from_prior(model: nn.Module, choice: str) -> tuple[str, bool]:
     """Load the prior `choice` names (engine.models.prior: auto, none or a file) into a new model; -> what
-    it started from, in words, for the log, the model's settings and the Train tab."""
+    it started from, in words, for the log, the model's settings and the Train tab, and whether a prior."""
     from engine.models import prior
 
     path = prior.resolve(choice, model.config["preset"], model.resolution)
@@ -245,4 +256,4 @@ def start_from_prior(model: nn.Module, choice: str) -> str:
     else:
         what = prior.describe(path, prior.load_into(model, path))
     log.info("new model starts from %s", what)
-    return what
+    return what, path is not None

@@ -30,6 +30,8 @@ from webapp.settings_form import SettingsForm
 from webapp.state import Studio, progress_bar, publish
 
 POLL_S = 2.0
+WARP_CHOICES = {"auto": None, "on": True, "off": False}  # TrainConfig.warp: None is auto
+WARP_NAMES = {value: name for name, value in WARP_CHOICES.items()}
 
 
 RECIPE = "the training recipe bench/likeness.py picked (docs/benchmarks.md); the CLI changes it for experiments"
@@ -80,9 +82,10 @@ def render(studio: Studio) -> SimpleNamespace:
             form.add("precision", gr.Dropdown, choices=list(PRECISIONS), label="Precision",
                      info="auto: bf16 where it is measured faster on this machine, else float32",
                      elem_id="train-precision")
-            form.add("warp", gr.Checkbox, label="Random warp",
-                     info="warp each input face so the model learns to rebuild faces, not copy them; "
-                          "off: sharper and closer to B sooner (turn it off on Resume late in a run)",
+            form.add("warp", gr.Dropdown, choices=list(WARP_CHOICES), show=WARP_NAMES.get,
+                     parse=WARP_CHOICES.get, label="Random warp",
+                     info="warp each input face so the model learns to rebuild faces, not copy them; auto: off "
+                          "from the shipped prior (closer to B sooner), on from random weights",
                      elem_id="train-warp")
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="train-start")
