@@ -103,9 +103,9 @@ class TrainConfig(LoopConfig):
     compile: bool = False
     # the random warp of the inputs; None (auto): off for a model that starts from a prior or --init-from,
     # on from random weights. From the prior, without the warp, won bench/likeness.py in two runs at equal
-    # wall time: verified as B 0.85 / 0.95 against 0.15 / 0.75 (Carell, 30 min), Hader level, NME and SSIM
-    # better in every row (docs/benchmarks.md, "The random warp off, from the prior"); the prior itself, and
-    # DeepFaceLab's early phase, learn with it
+    # wall time: verified as B 0.85 / 0.95 against 0.15 / 0.75 (Carell, 30 min), Hader level, SSIM B->B
+    # better in every row (docs/benchmarks.md, "The random warp off, again and to 60 minutes"); the prior
+    # itself, and DeepFaceLab's early phase, learn with it
     warp: bool | None = None
     color_jitter: float = 0.0
     color_net: bool = False  # then train the colour network (engine.train.color) on the finished model
