@@ -73,10 +73,10 @@ RECIPES: dict[str, dict] = {
                "batch_size": 16},
 }
 
-# every try above was measured with the random warp on, the default for every model until 2026-12-04:
-# they keep it ("default" and the recipes --prior-file adds follow TrainConfig's auto)
+# every try above that names no warp was measured with it on, the default for every model until
+# 2026-12-04: they keep it ("default" and the recipes --prior-file adds follow TrainConfig's auto)
 for _name, _recipe in RECIPES.items():
-    if _name not in ("default", "prior-nowarp"):
+    if _name != "default":
         _recipe.setdefault("warp", True)
 
 
