@@ -74,10 +74,12 @@ RECIPES: dict[str, dict] = {
 }
 
 # every try above that names no warp was measured with it on, the default for every model until
-# 2026-12-04: they keep it ("default" and the recipes --prior-file adds follow TrainConfig's auto)
+# 2026-12-04, and every one that names no rate at 3e-4, the default until 2026-12-05: they keep both
+# ("default" and the recipes --prior-file adds follow TrainConfig; "prior-nowarp" is the default of 12-04)
 for _name, _recipe in RECIPES.items():
     if _name != "default":
         _recipe.setdefault("warp", True)
+        _recipe.setdefault("lr", 3e-4)
 
 
 def add_prior_recipes(specs: list[str]) -> None:
