@@ -2,7 +2,9 @@
 
     weights + config.json    engine.models.save_model / save_color_net; config.json's meta holds the
                              training state (iteration, settings, best loss: engine.models.folder)
-    optimizer.pt             Adam's moments, so a resume continues the same optimisation
+    optimizer.pt             Adam's moments, so a resume continues the same optimisation; with a
+                             weight average (engine.train.average) the weights file holds the average
+                             and this file the trained weights too, which the moments belong to
     loss.csv                 the loss history: the state's one stored copy of it
     snapshots/00005000/      numbered copies of the weights to roll back to
     backup/                  the checkpoint with the lowest smoothed loss so far
@@ -41,6 +43,7 @@ from engine.models.folder import (
 log = logging.getLogger(__name__)
 # how each network's weights are written and read (engine.models.store)
 _STORE = {MODEL_FILES: (save_model, load_model), COLOR_FILES: (save_color_net, load_color_net)}
+TRAINED = "trained"  # the optimizer file's key for the trained weights of a run that saves their average
 
 
 class BrokenModelError(RuntimeError):
@@ -52,18 +55,23 @@ def weights_finite(model: nn.Module) -> bool:
 
 
 def save(folder: str | os.PathLike, net: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState,
-         files: NetFiles = MODEL_FILES) -> None:
+         files: NetFiles = MODEL_FILES, trained: nn.Module | None = None) -> None:
     """Write a resumable checkpoint: the optimizer, the loss history, then weights + config.json.
 
     The optimizer file carries its iteration, and the history's rows theirs; if a crash lands between
     the files, a resume sees the weights' iteration and drops what runs ahead of it (a fresh
     optimizer instead of moments from other weights, no rows of iterations it never reached).
+    `trained`: the weights the optimizer steps, when `net` (what the weights file gets) is their
+    average; they go into the optimizer file, with the moments that belong to them.
     """
-    if not weights_finite(net):
-        what = f"{files.label} in {folder}" if files.label else f"{folder}"
-        raise BrokenModelError(f"refusing to save {what}: the weights hold NaN or Inf")
+    what = f"{files.label} in {folder}" if files.label else f"{folder}"
+    for weights in (net, trained):
+        if weights is not None and not weights_finite(weights):
+            raise BrokenModelError(f"refusing to save {what}: the weights hold NaN or Inf")
     folder = Path(folder)
     optimizer_state = {"iteration": state.iteration, "optimizer": optimizer.state_dict()}
+    if trained is not None:
+        optimizer_state[TRAINED] = trained.state_dict()
     write_with(folder / files.optimizer, lambda tmp: torch.save(optimizer_state, tmp))
     write_history(folder, state.history, files)
     _STORE[files][0](folder, net, state.to_meta())
@@ -77,6 +85,22 @@ def load(folder: str | os.PathLike, device: torch.device,
     net, meta = _STORE[files][1](folder, device)
     state = training_state(folder, meta, files)
     return net, state, load_optimizer_state(folder / files.optimizer, state.iteration, device)
+
+
+def load_trained(folder: str | os.PathLike, iteration: int, device: torch.device,
+                 files: NetFiles = MODEL_FILES) -> dict | None:
+    """The trained weights (a state dict) a run with a weight average kept beside Adam's moments, when
+    they belong to the weights' `iteration`; else None (no average, another iteration, unreadable: the
+    optimizer's own load says why and sets a bad file aside)."""
+    path = Path(folder) / files.optimizer
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except Exception:  # noqa: BLE001 (load_optimizer_state reports and sets aside the same file)
+        return None
+    trained = saved.get(TRAINED) if isinstance(saved, dict) and saved.get("iteration") == iteration else None
+    return trained if isinstance(trained, dict) else None
 
 
 def load_optimizer_state(path: Path, iteration: int, device: torch.device) -> dict | None:
@@ -142,11 +166,16 @@ def optimizer_mismatch(optimizer: torch.optim.Optimizer, saved: dict) -> str | N
 
 
 def restore(folder: str | os.PathLike, net: nn.Module, optimizer: torch.optim.Optimizer,
-            files: NetFiles = MODEL_FILES) -> TrainingState:
-    """Load the folder's checkpoint into the live network and optimizer (the NaN guard's rewind)."""
+            files: NetFiles = MODEL_FILES, average: nn.Module | None = None) -> TrainingState:
+    """Load the folder's checkpoint into the live network and optimizer (the NaN guard's rewind); with a
+    weight average, the weights file into `average` and the trained weights saved beside the moments
+    into `net` (the weights file, when a checkpoint holds none)."""
     device = next(net.parameters()).device
     saved, state, optimizer_state = load(folder, device, files)
-    net.load_state_dict(saved.state_dict())
+    trained = load_trained(folder, state.iteration, device, files) if average is not None else None
+    net.load_state_dict(saved.state_dict() if trained is None else trained)
+    if average is not None:
+        average.load_state_dict(saved.state_dict())
     if not load_optimizer_into(optimizer, optimizer_state, folder, files):
         optimizer.state.clear()
     return state
@@ -183,13 +212,14 @@ def save_snapshot(folder: str | os.PathLike, model: nn.Module, state: TrainingSt
 
 
 def save_backup_if_better(folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
-                          state: TrainingState) -> bool:
-    """Keep a full checkpoint in backup/ whenever the smoothed loss beats the best so far."""
+                          state: TrainingState, trained: nn.Module | None = None) -> bool:
+    """Keep a full checkpoint in backup/ whenever the smoothed loss beats the best so far (`trained`: as
+    in `save`)."""
     loss = state.history.smoothed()
     if loss is None or (state.best_loss is not None and loss >= state.best_loss):
         return False
     state.best_loss = loss
-    save(Path(folder) / BACKUP, model, optimizer, state)
+    save(Path(folder) / BACKUP, model, optimizer, state, trained=trained)
     return True
 
 

@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "it (--no-warp keeps the turns, zooms, shifts and flips only). Default: off for a model "
                         "that starts from a prior or --init-from, on from random weights; a resume keeps the "
                         "model's and may switch it, as DeepFaceLab users do late in a run")
+    p.add_argument("--ema", type=float, default=d["ema"], metavar="DECAY",
+                   help="save a running average of the weights (decay, e.g. 0.999; warmed up over the first "
+                        "steps) for swapping instead of the last step's weights; 0: off (default %(default)s)")
     p.add_argument("--warmup", type=int, default=d["warmup"],
                    help="iterations of learning-rate warm-up (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the model in --model")
@@ -121,6 +124,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     check_minutes(args.minutes)
     if args.id_weight < 0:
         raise UserError("--id-weight must be 0 (off) or more")
+    if not 0 <= args.ema < 1:
+        raise UserError(f"--ema {args.ema}: give the average's decay, 0 (off) up to below 1 (e.g. 0.999)")
     if args.resume and args.init_from:
         raise UserError("--resume continues a model and --init-from starts a new one: pass only one")
     check_device(args.device)
@@ -129,6 +134,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         learn_mask=args.learn_mask, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         loss=args.loss, eye_mouth_weight=args.eye_mouth_weight, background_weight=args.background_weight,
         id_weight=args.id_weight, id_robust=args.id_robust, id_ceiling=args.id_ceiling, warp=args.warp,
+        ema=args.ema,
         warmup=args.warmup, minutes=args.minutes, snapshot_minutes=args.snapshot_minutes,
         resume=args.resume, init_from=args.init_from, prior=args.prior,
         device=args.device, save_every=args.save_every, snapshot_every=args.snapshot_every,

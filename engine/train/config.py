@@ -64,7 +64,7 @@ class TrainConfig(LoopConfig):
 
     RECORDED: ClassVar[tuple[str, ...]] = ("faces_a", "faces_b", "batch_size", "lr", "beta1", "warmup", "loss",
                                            "eye_mouth_weight", "background_weight", "init_from", "seed", "warp",
-                                           "color_jitter", "id_weight", "id_robust", "id_ceiling")
+                                           "color_jitter", "id_weight", "id_robust", "id_ceiling", "ema")
 
     faces_a: str
     faces_b: str
@@ -112,6 +112,9 @@ class TrainConfig(LoopConfig):
     # itself, and DeepFaceLab's early phase, learn with it
     warp: bool | None = None
     color_jitter: float = 0.0
+    # decay of the weight average the run saves for swapping (engine.train.average); 0: save the trained
+    # weights themselves
+    ema: float = 0.0
     color_net: bool = False  # then train the colour network (engine.train.color) on the finished model
     color_scale: int = ColorConfig.scale  # its output side / the model's: 2 or 4
     color_iterations: int = ColorConfig.iterations  # colour-net iterations to reach (its own count, resumable)

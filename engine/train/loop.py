@@ -30,6 +30,7 @@ from engine.precision import Choice, choose, forward_backward_probe
 from engine.progress import Listener, Reporter, StopFlag
 
 from . import checkpoint, data, distributed
+from .average import WeightAverage
 from .config import UNLIMITED, LoopConfig
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ class LoopSession(ABC):
 
     config: LoopConfig  # and iterations, batch_size, lr
     pools: dict[str, data.FacePool]
-    model: nn.Module
+    model: nn.Module  # the weights the optimizer steps
+    average: WeightAverage | None = None  # their running average, when the run keeps one (`shown`)
     optimizer: torch.optim.Optimizer
     state: TrainingState
 
@@ -161,7 +163,14 @@ class LoopSession(ABC):
         total = losses[0] + losses[1]
         (total if extra is None else total + extra).backward()
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update(self.model)
         return torch.stack(losses).detach()
+
+    @property
+    def shown(self) -> nn.Module:
+        """The network the run saves, previews and hands on: the weight average when it keeps one."""
+        return self.model if self.average is None else self.average.module
 
     def gather(self, pending: list[torch.Tensor], stop: StopFlag) -> tuple[float, float, bool]:
         """Mean losses of the pending steps over all ranks, and whether any rank was asked to stop.
@@ -184,12 +193,13 @@ class LoopSession(ABC):
         settings, at = self.state.settings, self.state.iteration
         what = f"{self.FILES.label}'s last save" if self.FILES.label else "the last save"
         try:
-            state = checkpoint.restore(self.folder, self.model, self.optimizer, self.FILES)
+            state = checkpoint.restore(self.folder, self.model, self.optimizer, self.FILES,
+                                       average=None if self.average is None else self.average.module)
         except (UserError, OSError, RuntimeError, ValueError, KeyError, TypeError) as err:
             raise UserError(f"training went NaN/Inf at iteration {at} and {what} in {self.folder} cannot be "
                             f"loaded to rewind to ({err}); restore the folder from its backup/ or a snapshot, "
                             "or retrain") from err
-        if not checkpoint.weights_finite(self.model):
+        if not self.weights_finite():
             raise UserError(f"training went NaN/Inf at iteration {at} and {what} in {self.folder} holds NaN/Inf "
                             "weights itself (it was not written by this training); restore the folder from its "
                             "backup/ or a snapshot, or retrain")
@@ -206,7 +216,16 @@ class LoopSession(ABC):
             self.write_checkpoint()
 
     def write_checkpoint(self) -> None:
-        checkpoint.save(self.folder, self.model, self.optimizer, self.state, self.FILES)
+        checkpoint.save(self.folder, self.shown, self.optimizer, self.state, self.FILES, trained=self.trained)
+
+    def weights_finite(self) -> bool:
+        """Whether what a save writes (the trained weights and their average) is free of NaN and Inf."""
+        return checkpoint.weights_finite(self.model) and (self.average is None or checkpoint.weights_finite(self.shown))
+
+    @property
+    def trained(self) -> nn.Module | None:
+        """The trained weights when they are not what the weights file gets (a run with a weight average)."""
+        return None if self.average is None else self.model
 
     def snapshot(self, name: str | None = None) -> None:  # noqa: B027 (a default: sessions without snapshots skip it)
         """A copy of the weights, named by iteration or `name` (asked for by `snapshot_every` and
@@ -375,7 +394,7 @@ def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
         loss_a, loss_b, stop_requested = s.gather(pending, _Either(stop, s.cluster.is_main and clock.spent))
         count, pending = len(pending), []
         finite = math.isfinite(loss_a) and math.isfinite(loss_b)
-        if finite and (save_due or snapshot_due) and not checkpoint.weights_finite(s.model):
+        if finite and (save_due or snapshot_due) and not s.weights_finite():
             finite = False  # a finite loss over NaN/Inf weights: never saved, rewound like a NaN loss
         jump = spike.ratio(loss_a + loss_b) if finite else None
         if not finite or jump is not None:
@@ -423,7 +442,7 @@ def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
             else:  # never save the broken weights; the folder keeps the last good checkpoint
                 status = "diverged"
         if status != "diverged" and s.state.iteration != saved_at:
-            if checkpoint.weights_finite(s.model):
+            if s.weights_finite():
                 s.save()
             else:  # the same guard as the saves in the loop: the folder keeps the last good checkpoint
                 status = "diverged"
@@ -432,7 +451,7 @@ def run_loop(s: LoopSession, reporter: Reporter, stop: StopFlag) -> TrainResult:
     reporter(s.state.iteration, metrics=dict(zip(names, last, strict=True)) if last[0] is not None else None,
              message=message[status], done=True)
     return TrainResult(status=status, iteration=s.state.iteration, loss_a=last[0], loss_b=last[1],
-                       model_dir=s.folder, model=s.model)
+                       model_dir=s.folder, model=s.shown)
 
 
 def require_sides(model: nn.Module, folder: Path, why: str) -> None:

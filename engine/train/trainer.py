@@ -26,6 +26,7 @@ from engine.progress import Listener, StopFlag
 
 from . import checkpoint, data, distributed
 from .augment import warp_batch
+from .average import WeightAverage
 from .color import train_color
 from .config import ColorConfig, TrainConfig, loop_settings, recorded
 from .loop import SIDES, LoopSession, TrainResult, drive, held_folder, joined, require_sides
@@ -85,6 +86,7 @@ class Session(LoopSession):
         # what open_model noted (a new model's prior) and earlier runs recorded stays; this run's settings win
         self.start(model.to(self.device, memory_format=LAYOUT).train(), state, optimizer_state,
                    {**state.settings, **recorded(config), "warp": self.warp})
+        self.average = keep_average(self.model, config, self.folder, self.state.iteration, self.device)
         self.coverage = self.model.coverage
         self.loss_fn = make_loss(config.loss, self.model.resolution, self.coverage,
                                  eye_mouth_weight=config.eye_mouth_weight,
@@ -134,18 +136,18 @@ class Session(LoopSession):
 
     def write_checkpoint(self) -> None:
         """backup/ first when the smoothed loss improved, then the checkpoint."""
-        if checkpoint.save_backup_if_better(self.folder, self.model, self.optimizer, self.state):
+        if checkpoint.save_backup_if_better(self.folder, self.shown, self.optimizer, self.state, self.trained):
             log.debug("backup at iteration %d, smoothed loss %.4f", self.state.iteration, self.state.best_loss)
         super().write_checkpoint()
 
     def snapshot(self, name: str | None = None) -> None:
         if self.cluster.is_main:
-            checkpoint.save_snapshot(self.folder, self.model, self.state, name)
+            checkpoint.save_snapshot(self.folder, self.shown, self.state, name)
 
     def preview(self) -> np.ndarray | None:
         if not self.cluster.is_main:
             return None
-        grid = render_grid(self.model, self.preview_inputs["a"], self.preview_inputs["b"], self.autocast)
+        grid = render_grid(self.shown, self.preview_inputs["a"], self.preview_inputs["b"], self.autocast)
         write_preview(self.folder, self.state.iteration, grid)
         return grid
 
@@ -195,7 +197,7 @@ def _color_phase(config: TrainConfig, session: Session, listeners: list[Listener
     color_config = ColorConfig(**loop_settings(config), model_dir=config.model_dir, faces_a=config.faces_a, faces_b=config.faces_b,
                                iterations=config.color_iterations, scale=config.color_scale,
                                batch_size=config.batch_size, preview_rows=config.preview_rows)
-    return train_color(color_config, listeners, stop, cluster=session.cluster, swap_model=session.model,
+    return train_color(color_config, listeners, stop, cluster=session.cluster, swap_model=session.shown,
                        pools=session.pools)
 
 
@@ -232,6 +234,19 @@ def open_model(config: TrainConfig, folder: Path, device: torch.device):
     model = build_model(preset, resolution=config.resolution, learn_mask=config.learn_mask, identities=SIDES)
     what, pretrained = start_from_prior(model, config.prior)
     return model, TrainingState(settings={"prior": what, "pretrained": pretrained}), None
+
+
+def keep_average(model: nn.Module, config: TrainConfig, folder: Path, iteration: int,
+                 device: torch.device) -> WeightAverage | None:
+    """The run's weight average (`config.ema` > 0), or None. `model` holds the weights file's weights; on a
+    resume of a run that kept an average those are the average, and the trained weights saved beside
+    Adam's moments go back into `model` (without them, from an older folder, training goes on from the
+    average). A resume without `ema` trains on from the trained weights and saves them as they are."""
+    trained = checkpoint.load_trained(folder, iteration, device) if config.resume else None
+    average = WeightAverage(model, config.ema, count=iteration) if config.ema > 0 else None
+    if trained is not None:
+        model.load_state_dict(trained)
+    return average
 
 
 def warp_for(choice: bool | None, settings: dict) -> bool:

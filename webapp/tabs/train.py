@@ -41,6 +41,7 @@ NOT_SHOWN = {
     "resolution": "the preset's: the page trains the presets as they are", "learn_mask": "as resolution",
     "lr": RECIPE, "beta1": RECIPE, "warmup": RECIPE, "loss": RECIPE, "eye_mouth_weight": RECIPE,
     "background_weight": RECIPE, "id_weight": RECIPE, "id_robust": RECIPE, "id_ceiling": RECIPE, "color_jitter": RECIPE,
+    "ema": RECIPE,
     "snapshot_minutes": SNAPSHOTS, "snapshot_every": SNAPSHOTS,
     "init_from": "a model from elsewhere comes in through the model archive (Import model)",
     "prior": "auto: the preset's shipped prior, which the preset's description names",
