@@ -62,9 +62,10 @@ RECIPES: dict[str, dict] = {
     # without the warp a model from the prior keeps learning B for an hour (Hader 0.56 -> 0.68 distance moved
     # from 10 to 60 minutes): twice the rate, to get there sooner
     "nowarp-lr6e-4": {"warp": False, "lr": 6e-4},
-    # the default of 2026-12-05 saving a running average of its weights (engine.train.average): one save
-    # swung Hader's verified 0.1 / 0.8 / 0.0 at 10 / 20 / 30 minutes; warp and rate named, as the default's
+    # the default of the morning of 2026-12-05 saving a running average of its weights (engine.train.average):
+    # one save swung Hader's verified 0.1 / 0.8 / 0.0 at 10 / 20 / 30 minutes; it won and is the default now
     "default-ema": {"warp": None, "lr": 6e-4, "ema": 0.999},
+    "default-no-ema": {"warp": None, "lr": 6e-4, "ema": 0.0},  # the default of that morning, as measured
     "lite-5e-5": OLD,
     "lite-3e-4": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100},
     "lite-3e-4-dssim-mask": {**OLD, "lr": 3e-4, "beta1": 0.9, "warmup": 100, "loss": "mae_dssim",
@@ -77,12 +78,15 @@ RECIPES: dict[str, dict] = {
 }
 
 # every try above that names no warp was measured with it on, the default for every model until
-# 2026-12-04, and every one that names no rate at 3e-4, the default until 2026-12-05: they keep both
-# ("default" and the recipes --prior-file adds follow TrainConfig; "prior-nowarp" is the default of 12-04)
+# 2026-12-04, every one that names no rate at 3e-4, the default until 2026-12-05, and every one that names
+# no weight average without one (saving the trained weights), the default until later on 2026-12-05: they
+# keep all three ("default" and the recipes --prior-file adds follow TrainConfig; "prior-nowarp" is the
+# default of 12-04, "nowarp-lr6e-4" the default of the morning of 12-05)
 for _name, _recipe in RECIPES.items():
     if _name != "default":
         _recipe.setdefault("warp", True)
         _recipe.setdefault("lr", 3e-4)
+        _recipe.setdefault("ema", 0.0)
 
 
 def add_prior_recipes(specs: list[str]) -> None:

@@ -100,6 +100,7 @@ def test_pretrain_writes_a_prior_and_resumes_from_the_work_folder_or_the_committ
     # a prior learns faces, not one person B: no identity loss (it pulled towards the second set's mean and
     # made a pretraining step 3.5x slower when the train default turned it on)
     assert load_model(work)[1]["train"]["id_weight"] == 0
+    assert load_model(work)[1]["train"]["ema"] == 0  # the prior is the trained weights, as measured
     first_sha = prior.read_card(out)["sha256"]
     import shutil
 

@@ -78,7 +78,7 @@ def test_a_run_with_an_average_saves_it_for_swapping_and_resumes_from_the_traine
     assert train(config).iteration == 9
 
     # a resume without the average trains on from the trained weights and saves them as they are
-    plain = tiny(faceset_a, faceset_b, folder, iterations=9, save_every=3, resume=True)
+    plain = tiny(faceset_a, faceset_b, folder, iterations=9, save_every=3, ema=0.0, resume=True)
     trained = load_trained(folder, 9, torch.device("cpu"))
     session = Session(plain, distributed.setup("cpu"))
     assert session.average is None and _equal(session.model.state_dict(), trained)
@@ -89,3 +89,13 @@ def test_the_cli_refuses_a_decay_outside_0_to_1(faceset_a, faceset_b, tmp_path, 
                      str(tmp_path / "m"), "--ema", "1.5", "--iterations", "1"])
     assert code != 0
     assert "--ema 1.5" in capsys.readouterr().err
+
+
+def test_the_cli_and_a_new_run_keep_the_average_the_curve_chose_and_zero_turns_it_off(tmp_path):
+    from engine.cli import build_parser
+    from engine.train.command import config_from_args
+    from engine.train.config import TrainConfig
+
+    base = ["train", "--faces-a", "a", "--faces-b", "b", "--model", str(tmp_path / "m"), "--device", "cpu"]
+    assert config_from_args(build_parser().parse_args(base)).ema == TrainConfig.ema == 0.999
+    assert config_from_args(build_parser().parse_args([*base, "--ema", "0"])).ema == 0.0

@@ -78,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
                          resolution=resolution, iterations=args.iterations, minutes=minutes,
                          batch_size=args.batch_size, lr=args.lr, device=args.device, save_every=args.save_every,
                          preview_every=args.preview_every, precision=args.precision, seed=args.seed,
-                         # no identity loss: a prior learns faces, not one person B; and always the random warp
-                         id_weight=0.0, warp=True, **start)
+                         # no identity loss: a prior learns faces, not one person B; always the random warp;
+                         # and no weight average: the shipped prior is the trained weights, as it was measured
+                         id_weight=0.0, warp=True, ema=0.0, **start)
     if base["from"] and not (work / BASE).is_file():
         write_json(work / BASE, base)  # before training: a killed sitting still knows what it built on
     stop = StopFlag()
