@@ -530,7 +530,7 @@ def test_hostile_photos_through_the_swap_preview(server, alice, alice_model):
 
 def test_hostile_videos_through_the_swap_video_tab(server, alice, tmp_path):
     before = server.listing()
-    loaded = alice.fn("swap-video", "change")
+    loaded = alice.fn("swap-video", "upload")
     full = video(tmp_path / "full.mp4", frames=30)
     cases = [("audio_only.mp4", audio_only(tmp_path / "a.mp4"), r"no video stream"),
              ("notes_as.mp4", b"just text\n" * 30, r"cannot read a video stream"),

@@ -20,9 +20,12 @@ def render(studio: Studio) -> SimpleNamespace:
         choose = gr.Dropdown(label="Project", choices=[], value=None, interactive=True, scale=3,
                              elem_id="project-choose",
                              info="a folder holding face sets A and B, the model and the outputs")
+        # both wait for the page's load event (on_load enables them): a project created before it lands
+        # had its list overwritten by the load's older, empty one, and the page said "Error"
         name = gr.Textbox(label="New project", placeholder="e.g. talk-to-carell", scale=3,
-                          elem_id="project-name")
-        create = gr.Button("Create", variant="primary", scale=1, elem_id="project-create", size="md")
+                          elem_id="project-name", interactive=False)
+        create = gr.Button("Create", variant="primary", scale=1, elem_id="project-create", size="md",
+                           interactive=False)
     where = gr.Markdown("No project open: create one, or pick one from the list.", elem_id="project-where")
     return SimpleNamespace(choose=choose, name=name, create=create, where=where, project=gr.State(None),
                            last=gr.BrowserState(None, storage_key="faceswap-studio-project"))
@@ -34,7 +37,8 @@ def listen(studio: Studio, ui: SimpleNamespace, demo: gr.Blocks) -> None:
         names = studio.workspace.projects(owner)
         running = [j.project for j in studio.jobs.active_jobs(owner)]
         pick = last if last in names else next((n for n in running if n in names), names[0] if names else None)
-        return gr.update(choices=names, value=pick), pick
+        ready = gr.update(interactive=True)
+        return gr.update(choices=names, value=pick), pick, ready, ready
 
     def on_choose(name: str | None, request: gr.Request):
         if not name:
@@ -51,7 +55,7 @@ def listen(studio: Studio, ui: SimpleNamespace, demo: gr.Blocks) -> None:
         names = studio.workspace.projects(owner)
         return gr.update(choices=names, value=project.name), "", project.name
 
-    demo.load(on_load, inputs=ui.last, outputs=[ui.choose, ui.project])
+    demo.load(on_load, inputs=ui.last, outputs=[ui.choose, ui.project, ui.name, ui.create])
     ui.choose.change(on_choose, inputs=ui.choose, outputs=[ui.project, ui.where])
     ui.create.click(on_create, inputs=ui.name, outputs=[ui.choose, ui.name, ui.project])
     ui.name.submit(on_create, inputs=ui.name, outputs=[ui.choose, ui.name, ui.project])

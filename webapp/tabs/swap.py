@@ -178,10 +178,13 @@ def listen(studio: Studio, ui: SimpleNamespace, project: gr.State) -> None:
         component.change(photo_preview, inputs=inputs, outputs=[ui.result, ui.photo_status],
                          trigger_mode="always_last", show_progress="minimal", preprocess=False)
     ui.save.click(save_photo, inputs=inputs, outputs=ui.saved, preprocess=False)
-    ui.video.change(video_loaded, inputs=ui.video, outputs=[ui.frame, ui.frame_view])
     frame_inputs = [project, ui.video, ui.frame, *form.components]
     ui.frame.change(frame_preview, inputs=frame_inputs, outputs=ui.frame_view, trigger_mode="always_last")
-    ui.video.upload(frame_preview, inputs=frame_inputs, outputs=ui.frame_view)
+    # one chain, in order: the new video's slider and a cleared view, then its first swapped frame (two
+    # events on the upload raced, and a fast preview was wiped by the slower probe's cleared view)
+    ui.video.upload(video_loaded, inputs=ui.video, outputs=[ui.frame, ui.frame_view]).then(
+        frame_preview, inputs=frame_inputs, outputs=ui.frame_view)
+    ui.video.clear(video_loaded, inputs=ui.video, outputs=[ui.frame, ui.frame_view])
     poll_io = dict(inputs=[project, ui.seen], outputs=[ui.bar, ui.video_status, ui.output, ui.download, ui.seen])
     ui.start.click(render_video, inputs=[project, ui.video, *form.components], outputs=ui.seen).then(poll, **poll_io)
     ui.stop.click(stop, inputs=project).then(poll, **poll_io)
