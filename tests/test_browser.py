@@ -115,17 +115,12 @@ def open_project(page, url: str, name: str) -> None:
     page.goto(url)
     # wait for the page's load events (a first poll has run), else they could land after ours
     wait_for_text(page.locator("#faces-bar-A"), "no project open|idle")
+    # the box and Create stay disabled until the page's load event has landed (fill and click wait for that)
     box = page.locator("#project-name textarea, #project-name input").first
-    for attempt in range(3):  # a page still settling its first events can send the click before the typed name
-        box.fill(name)
-        box.press("Tab")
-        page.click("#project-create")
-        try:
-            wait_for_text(page.locator("#project-where"), f"Project {name}", timeout=20)
-            return
-        except AssertionError:
-            if attempt == 2:
-                raise
+    box.fill(name)
+    box.press("Tab")
+    page.click("#project-create")
+    wait_for_text(page.locator("#project-where"), f"Project {name}", timeout=20)
 
 
 def upload(page, elem_id: str, files: list[Path]) -> None:
