@@ -188,13 +188,19 @@ def color_phase(snapshots: Path, budgets: list[float], minutes: float) -> dict:
     return done
 
 
-def evaluate_snapshot(work: Path, pair: str, snapshot: Path, frames: int | None) -> dict:
+def evaluate_snapshot(work: Path, pair: str, snapshot: Path, frames: int | None, settings=None,
+                      smooth: float | None = None, out: Path | None = None) -> dict:
+    """The project's `evaluate` of one snapshot on its pair's video; `settings` (SwapSettings) and `smooth`
+    default to the swap's own; the report goes to `out` (default SNAPSHOT/report)."""
     from engine.evaluate.run import EvaluateOptions, evaluate
 
     faces_a, faces_b, _, _ = prepare(work, pair)
-    report = evaluate(EvaluateOptions(model=snapshot, video=DATA / PAIRS[pair]["video"], out=snapshot / "report",
-                                      faces_a=faces_a, faces_b=faces_b, frames=frames, device="cpu",
-                                      detector="mtcnn"))
+    options = EvaluateOptions(model=snapshot, video=DATA / PAIRS[pair]["video"], out=out or snapshot / "report",
+                              faces_a=faces_a, faces_b=faces_b, frames=frames, device="cpu", detector="mtcnn",
+                              settings=settings)
+    if smooth is not None:
+        options.smooth = smooth
+    report = evaluate(options)
     s, ident = report["summary"], report["identity"]
     unswapped, swapped, real = (ident["destination_distance_target"], ident["distance_target"],
                                 ident["distance_target_real"])
@@ -203,7 +209,7 @@ def evaluate_snapshot(work: Path, pair: str, snapshot: Path, frames: int | None)
     return {"iteration": meta.get("iteration"), "id_verified": s["id_verified"], "distance_moved": moved,
             "distance_target": swapped, "sharpness_ratio": s["sharpness_ratio"], "landmark_nme": s["landmark_nme"],
             "pose_error_deg": s["pose_error_deg"], "flicker": s["flicker"], "id_retrieval": s["id_retrieval"],
-            "ssim_b": s["ssim_b"], "psnr_b": s["psnr_b"]}
+            "ssim_b": s["ssim_b"], "psnr_b": s["psnr_b"], "seam_score": s["seam_score"]}
 
 
 def strips(work: Path, recipes: list[str], pairs: list[str], budgets: list[float], out: Path,

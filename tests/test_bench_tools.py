@@ -39,3 +39,14 @@ def test_mark_scale_pattern_is_keyed_cells_on_the_face_box_only():
     assert not outside.any()
     assert (p[20:36, 10:26] == p[20, 10]).all()  # one cell, one sign
     assert np.array_equal(p, mark_scale.pattern((80, 100), box, cell=16))  # keyed: the same every time
+
+
+def test_swap_settings_parses_labels_into_typed_fields_and_refuses_unknown_ones():
+    import pytest
+    import swap_settings
+
+    assert swap_settings.parse_setting("base=") == ("base", {})
+    assert swap_settings.parse_setting("s=smooth:0.8,blend:alpha,erode:-8") == (
+        "s", {"smooth": 0.8, "blend": "alpha", "erode": -8})
+    with pytest.raises(SystemExit, match="neither smooth nor a SwapSettings field"):
+        swap_settings.parse_setting("x=colour:lab")
