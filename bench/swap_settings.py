@@ -23,34 +23,31 @@ from pathlib import Path
 
 import likeness  # bench/likeness.py, beside this file; it puts the repo on the path
 
-from engine.swap.settings import SwapSettings  # noqa: E402 (after likeness's path insert)
+from engine.swap.settings import SwapSettings, VideoSettings  # noqa: E402 (after likeness's path insert)
 
 
 def parse_setting(text: str) -> tuple[str, dict]:
-    """'smooth8=smooth:0.8,blend:alpha' -> ('smooth8', {'smooth': 0.8, 'blend': 'alpha'})."""
+    """'smooth8=smooth:0.8,blend:alpha' -> ('smooth8', {'smooth': 0.8, 'blend': 'alpha'}); each value takes the
+    type of its field's default."""
     label, _, body = text.partition("=")
-    fields = {f.name: f.type for f in dataclasses.fields(SwapSettings)}
+    defaults = {f.name: getattr(SwapSettings(), f.name) for f in dataclasses.fields(SwapSettings)}
+    defaults["smooth"] = VideoSettings.smooth
     values: dict = {}
     for item in filter(None, body.split(",")):
         name, _, value = item.partition(":")
-        if name == "smooth" or "float" in str(fields.get(name)):
-            values[name] = float(value)
-        elif "int" in str(fields.get(name)):
-            values[name] = int(value)
-        elif name in fields:
-            values[name] = value
-        else:
+        if name not in defaults:
             raise SystemExit(f"--setting {text!r}: {name!r} is neither smooth nor a SwapSettings field "
-                             f"({', '.join(fields)})")
+                             f"({', '.join(defaults)})")
+        kind = type(defaults[name])
+        values[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     return label, values
 
 
-def judge(work: Path, pair: str, snapshot: Path, label: str, values: dict, frames: int) -> dict:
-    smooth = values.get("smooth")
+def judge(work: Path, pair: str, snapshot: Path, values: dict, frames: int, out: Path) -> dict:
     settings = SwapSettings(**{k: v for k, v in values.items() if k != "smooth"})
     settings.check()
-    out = work / "swap_settings" / snapshot.parent.parent.parent.name / pair / snapshot.name / label
-    return likeness.evaluate_snapshot(work, pair, snapshot, frames, settings=settings, smooth=smooth, out=out)
+    return likeness.evaluate_snapshot(work, pair, snapshot, frames, settings=settings, smooth=values.get("smooth"),
+                                      out=out)
 
 
 def main() -> int:
@@ -70,7 +67,8 @@ def main() -> int:
             if not snapshot.is_dir():
                 continue
             for label, values in settings.items():
-                figures = judge(work, pair, snapshot, label, values, args.frames)
+                report = work / "swap_settings" / args.recipe / pair / snapshot.name / label
+                figures = judge(work, pair, snapshot, values, args.frames, report)
                 out["runs"].setdefault(str(work), {}).setdefault(pair, {})[label] = figures
                 print(json.dumps({"work": str(work), "pair": pair, "setting": label, **figures}), file=sys.stderr,
                       flush=True)
