@@ -196,3 +196,30 @@ def test_frame_times_follow_the_source_packets(data_dir):
     assert set(np.round(np.diff(times.times) * 30).astype(int)) == {1, 2}  # 30 fps with dropped frames
     cfr = probe_video(data_dir / "video" / "talk2.mp4").times
     assert len(cfr.times) == 125 and np.allclose(np.diff(cfr.times), 0.04)
+
+
+def test_the_poisson_membrane_is_steadied_along_the_face_track(swapper, short_clip, monkeypatch):
+    """Each frame's membrane goes through its face track's low-pass at the frame's time: one track through
+    the clip, its first frame unchanged, the frame-to-frame change of what is pasted well below the solves'."""
+    from engine.swap import membrane
+
+    calls = []
+    plain = membrane.MembraneFilter.__call__
+
+    def recorded(self, track, solved, t):
+        out = plain(self, track, solved, t)
+        calls.append((track, t, solved, out))
+        return out
+
+    monkeypatch.setattr(membrane.MembraneFilter, "__call__", recorded)
+    info = probe_video(short_clip)
+    frames = [f for batch in swap_frames(swapper, info, smooth=0.85, batch_size=8) for f in batch]
+    assert len(calls) == len(frames) == 40 and {track for track, *_ in calls} == {0}
+    times = [t for _, t, *_ in calls]
+    assert times == sorted(times) and times[-1] == pytest.approx(info.times.time_of(39), abs=1 / info.fps)
+    assert np.array_equal(calls[0][2], calls[0][3])
+
+    def change(key: int) -> float:
+        return float(np.mean([np.abs(b[key] - a[key]).mean() for a, b in zip(calls[:-1], calls[1:], strict=True)]))
+
+    assert change(3) < 0.5 * change(2), (change(3), change(2))

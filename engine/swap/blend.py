@@ -5,6 +5,10 @@ more than a small one. The canvas may stick out of the frame where the face leav
 frame is extended by edge replication, which keeps seamlessClone's region away from the image
 border (where it asserts or smears) and still gives the visible part real boundary colours.
 
+The swap pipeline solves normal Poisson in the aligned crop instead (`engine.swap.membrane`: the same
+result, and a video can steady it over time); this module's clone serves mixed cloning and callers of
+`blend` itself.
+
 Whatever the mode, the final step is an alpha blend with the feathered mask, so pixels where the
 mask is 0 are returned exactly as they came in.
 """

@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest, all, or like:IMAGE (the face most like a frame grab of the person) "
                         "(default: %(default)s)")
     p.add_argument("--smooth", type=float, default=video.smooth, metavar="S",
-                   help="video landmark smoothing, 0 (off) to 1 (heaviest) (default: %(default)s)")
+                   help="video smoothing of where each face goes and of its Poisson colour, 0 (off) to 1 "
+                        "(heaviest) (default: %(default)s)")
     p.add_argument("--detector", default="auto", choices=["auto", "mtcnn", "retinaface"],
                    help="auto = RetinaFace when its weights are present, else MTCNN (default: %(default)s)")
     p.add_argument("--detect-size", type=int, default=DETECT_SIZE, metavar="PX",

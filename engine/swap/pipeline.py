@@ -13,6 +13,10 @@ frame's colours, and that larger face is what gets pasted. It lives here, not in
 `engine.swap.color`'s registry of same-size transfers, because it needs the model and changes the
 face's size; `auto` picks it whenever the folder has a colour network.
 
+Poisson blending (the default) is solved in the aligned crop as a colour membrane (`engine.swap.membrane`),
+which a video steadies along each face's track; the face plus its membrane is then pasted with the
+feathered mask. Mixed cloning and alpha go through `engine.swap.blend` in the frame.
+
 From the model through the colour correction (or the colour network), faces stay float tensors on
 the model's device; they become 8-bit pixels as they leave it, to be resized and pasted.
 The settings themselves, with their defaults and checks, live in `engine.swap.settings`.
@@ -39,17 +43,11 @@ from engine.faces.extract import ExtractOptions
 from engine.faces.mask import face_region_mask
 from engine.provenance import watermark
 from engine.provenance.record import Provenance, for_output, model_id, payload_for
-from engine.swap.blend import (
-    PlacedFace,
-    blend,
-    composite,
-    frame_under,
-    place_face,
-    poisson_clone,
-)
+from engine.swap.blend import blend
 from engine.swap.color import correct_faces, to_tensor, to_uint8
 from engine.swap.detail import skin_weight, with_detail
 from engine.swap.masks import blend_mask
+from engine.swap.membrane import MembraneSteadier, solve_membrane, with_membrane
 from engine.swap.selection import FaceSelector
 from engine.swap.settings import BLEND_SIZE, DETECT_SIZE, DIRECTIONS, NET_MODE, SwapSettings
 
@@ -84,28 +82,6 @@ class SwappedFace:
         warped = cv2.warpAffine((self.mask > 0).astype(np.uint8), align.invert(self.matrix), (shape[1], shape[0]),
                                 flags=cv2.INTER_NEAREST, borderValue=0)
         return warped > 0
-
-
-def poisson_at_half_size(frame: np.ndarray, placed: PlacedFace) -> np.ndarray:
-    """Seamless (normal) clone of a placed face, solved at half resolution: canvas-sized pixels.
-
-    Normal cloning keeps the face's gradients and adds a membrane that carries the boundary colour
-    difference inward; the membrane is harmonic, hence smooth, so solving it on a half-size canvas
-    and adding it back upsampled changes little: 33-42 dB PSNR inside the pasted region against the
-    full solve on the three talk videos, the differences along the rim, where the feathered
-    composite softens them; no difference is visible. It costs a quarter to a third as much (the
-    full solve takes 45-195 ms a face on a loaded 2-core CPU). Mixed cloning picks texture per
-    pixel, which is not smooth, so it keeps the full solve.
-    """
-    h, w = placed.alpha.shape
-    small_size = ((w + 1) // 2, (h + 1) // 2)
-    background = cv2.resize(frame_under(frame, placed.x, placed.y, w, h), small_size, interpolation=cv2.INTER_AREA)
-    face = cv2.resize(placed.face, small_size, interpolation=cv2.INTER_AREA)
-    alpha = cv2.resize(placed.alpha, small_size, interpolation=cv2.INTER_AREA)
-    alpha[alpha < 1.0 / 512] = 0.0
-    cloned = poisson_clone(background, PlacedFace(0, 0, face, alpha), cv2.NORMAL_CLONE)
-    membrane = cv2.resize(cloned.astype(np.float32) - face.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.clip(np.rint(placed.face.astype(np.float32) + membrane), 0, 255).astype(np.uint8)
 
 
 class StageClock:
@@ -218,30 +194,32 @@ class Swapper:
         return self.swap_at_landmarks([rgb], [[f.landmarks for f in faces]])[0][0]
 
     def swap_at_landmarks(self, frames: list[np.ndarray], landmarks: list[list[np.ndarray]],
-                          indices: list[int] | None = None) -> tuple[list[np.ndarray], list[list[SwappedFace]]]:
+                          indices: list[int] | None = None, membranes: MembraneSteadier | None = None,
+                          ) -> tuple[list[np.ndarray], list[list[SwappedFace]]]:
         """Swap the faces at the given landmarks in each frame, all faces through the model in one batch.
 
         `indices` are the frames' places in their video (the mark's sign follows them, `watermark.code`);
-        None: 0 for each (photos).
+        None: 0 for each (photos). `membranes` steadies each face's Poisson membrane over time (videos:
+        `membranes(frame position, face position, membrane)`); None solves each paste on its own.
 
         Returns the new frames (copies) and, per frame, where each face went.
         """
         side = DIRECTIONS[self._settings.direction][1]
-        jobs = [(i, np.asarray(points, dtype=np.float64)) for i, per_frame in enumerate(landmarks)
-                for points in per_frame]
+        jobs = [(i, j, np.asarray(points, dtype=np.float64)) for i, per_frame in enumerate(landmarks)
+                for j, points in enumerate(per_frame)]
         outputs = [frame.copy() for frame in frames]
         placed: list[list[SwappedFace]] = [[] for _ in frames]
         if not jobs:
             return outputs, placed
         with self.clock("model"):
-            matrices = [align.alignment_matrix(points, self.resolution, self.coverage) for _, points in jobs]
+            matrices = [align.alignment_matrix(points, self.resolution, self.coverage) for _, _, points in jobs]
             crops = np.stack([align.warp_face(frames[i], m, self.resolution)
-                              for (i, _), m in zip(jobs, matrices, strict=True)])
+                              for (i, _, _), m in zip(jobs, matrices, strict=True)])
             destinations, generated, learned = self._render(crops, side)
         with self.clock("colour"):
             faces = self._colour(generated, destinations)
         size = self.blend_size
-        for k, (i, points) in enumerate(jobs):
+        for k, (i, j, points) in enumerate(jobs):
             with self.clock("blend"):
                 mask = self._blend_mask(None if learned is None else learned[k])
                 matrix = align.alignment_matrix(points, size, self.coverage)
@@ -249,7 +227,12 @@ class Swapper:
                 if self._settings.detail > 0:
                     face = with_detail(face, align.warp_face(frames[i], matrix, size), self.face_size,
                                        self._settings.detail, self._skin(size))
-                outputs[i] = self._paste(outputs[i], face, matrix, mask)
+                mode = self._settings.blend
+                if mode == "poisson":  # the membrane in the aligned crop, over what is pasted already
+                    membrane = solve_membrane(face, align.warp_face(outputs[i], matrix, size), mask)
+                    face = with_membrane(face, membrane if membranes is None else membranes(i, j, membrane))
+                    mode = "alpha"
+                outputs[i] = self._paste(outputs[i], face, matrix, mask, mode)
             placed[i].append(SwappedFace(points, matrix, mask))
         if self._settings.watermark:
             with self.clock("mark"):
@@ -300,7 +283,8 @@ class Swapper:
             stats = pair_stats(generated, destinations, self._stats_weights) if net.condition else None
             return to_uint8(net(generated, shown, stats).float())
 
-    def _paste(self, frame: np.ndarray, face: np.ndarray, matrix: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _paste(self, frame: np.ndarray, face: np.ndarray, matrix: np.ndarray, mask: np.ndarray,
+               mode: str) -> np.ndarray:
         """`blend` of just the mask's bounding box (plus a margin): the same pixels, less to warp and clone.
 
         The face region fills about a third of the aligned crop; blending the whole crop would warp,
@@ -315,10 +299,7 @@ class Swapper:
         shifted = matrix.copy()
         shifted[:, 2] -= (x0, y0)  # frame -> the cut-out's own pixels
         face, mask = np.ascontiguousarray(face[y0:y1, x0:x1]), np.ascontiguousarray(mask[y0:y1, x0:x1])
-        if self._settings.blend == "poisson":
-            placed = place_face(face, shifted, mask)
-            return frame.copy() if placed is None else composite(frame, placed, poisson_at_half_size(frame, placed))
-        return blend(frame, face, shifted, mask, self._settings.blend)
+        return blend(frame, face, shifted, mask, mode)
 
     def _skin(self, size: int) -> np.ndarray:
         """Where the frame's fine detail may go (`detail.skin_weight`), made once per size."""

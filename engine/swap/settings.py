@@ -45,8 +45,11 @@ class SwapSettings:
     # share of the destination's fine detail, above what the new face's pixels carry (engine.swap.detail)
     detail: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
     blend: str = "poisson"
-    # px of the BLEND_SIZE crop; negative grows the mask
-    erode: int = field(default=0, metadata={"range": (-BLEND_SIZE // 4, BLEND_SIZE // 4)})
+    # px of the BLEND_SIZE crop; negative grows the mask. Grown 8 px by default: the template mask stops
+    # short of the brows and jaw, and pasting that much more of the new face moved the judged identity
+    # +0.11..+0.16 toward B on talk1 -> Hader (verified 0-0.5 -> 1.0) and +0.01 on Carell; shrinking cost
+    # as much (docs/benchmarks.md, "The swap's own settings")
+    erode: int = field(default=-8, metadata={"range": (-BLEND_SIZE // 4, BLEND_SIZE // 4)})
     # px of the BLEND_SIZE crop the mask edge is feathered over
     blur: int = field(default=6, metadata={"range": (0, BLEND_SIZE // 4)})
     faces: str = "largest"  # largest | all | like:IMAGE
@@ -83,7 +86,9 @@ class SwapSettings:
 class VideoSettings:
     """What a user sets for a video beyond `SwapSettings`: landmark smoothing and how often to detect."""
 
-    smooth: float = 0.5  # 0 (off) to 1 (heaviest)
+    # 0 (off) to 1 (heaviest): landmarks and the Poisson membrane (engine.swap.membrane). 0.85 against 0.5
+    # cut flicker 0.02-0.03 on both talk pairs with the same landmark error (docs/benchmarks.md)
+    smooth: float = 0.85
     detect_every: int = 1  # detect on every Nth frame, track by optical flow between
 
     def check(self) -> None:

@@ -20,7 +20,7 @@ from scipy.optimize import linear_sum_assignment
 from engine.errors import UserError
 
 
-def _smoothing_factor(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+def smoothing_factor(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
     """Exponential-smoothing weight of a first-order low-pass at `cutoff` Hz for a step of dt s."""
     tau = 1.0 / (2.0 * math.pi * cutoff)
     return 1.0 / (1.0 + tau / dt)
@@ -56,10 +56,10 @@ class OneEuroFilter:
         if dt <= 0:
             raise ValueError(f"sample times must increase, got {t} after {self._time}")
         raw_speed = (x - self._value) / dt
-        a_d = _smoothing_factor(self.d_cutoff, dt)
+        a_d = smoothing_factor(self.d_cutoff, dt)
         self._speed = self._speed + a_d * (raw_speed - self._speed)
         cutoff = self.min_cutoff + self.beta * np.abs(self._speed) / max(scale, 1e-9)
-        a = _smoothing_factor(cutoff, dt)
+        a = smoothing_factor(cutoff, dt)
         self._value = self._value + a * (x - self._value)
         self._time = t
         return self._value.copy()
@@ -174,15 +174,21 @@ class LandmarkSmoother:
 
     def __call__(self, frame_index: int, boxes: np.ndarray, landmarks: list[np.ndarray]) -> list[np.ndarray]:
         """Smoothed copies of `landmarks` (one (5, 2) array per box) for frame `frame_index`."""
+        return self.track(frame_index, boxes, landmarks)[1]
+
+    def track(self, frame_index: int, boxes: np.ndarray,
+              landmarks: list[np.ndarray]) -> tuple[list[int], list[np.ndarray]]:
+        """(each box's track id, the smoothed landmarks) for frame `frame_index`: the ids let later
+        stages keep their own state per face (`engine.swap.membrane`)."""
         if len(landmarks) != len(np.asarray(boxes).reshape(-1, 4)):
             raise ValueError("need one landmark set per box")
         ids = self.tracker.update(boxes)
         self._filters = {i: f for i, f in self._filters.items() if i in self.tracker.tracks}
         if self.params is None:
-            return [np.asarray(p, dtype=np.float64).copy() for p in landmarks]
+            return ids, [np.asarray(p, dtype=np.float64).copy() for p in landmarks]
         t = frame_index / self.fps
         out = []
         for track_id, points in zip(ids, landmarks, strict=True):
             filt = self._filters.setdefault(track_id, self.params.make())
             out.append(filt(points, t, scale=face_scale(points)))
-        return out
+        return ids, out

@@ -29,6 +29,7 @@ from engine.faces.detection import Face
 from engine.progress import Listener, Reporter, StopFlag, Stopped
 from engine.provenance.metadata import video_tags
 from engine.swap.flow_tracker import FlowTracker
+from engine.swap.membrane import MembraneFilter, membrane_filter
 from engine.swap.pipeline import STAGES, SwappedFace, Swapper
 from engine.swap.settings import VideoSettings
 from engine.swap.smoothing import LandmarkSmoother, smoothing_params
@@ -155,11 +156,13 @@ def _swapped(swapper: Swapper, video: VideoInfo, starts: dict[int, int] | None, 
                 raise Stopped
             start = 0 if starts is None else starts[batch[0][0]]
             if tracking is None or tracking.start != start:
-                tracking = _Tracking(start, LandmarkSmoother(params, fps=video.fps), FlowTracker(), video.times)
+                tracking = _Tracking(start, LandmarkSmoother(params, fps=video.fps), FlowTracker(), video.times,
+                                     membrane_filter(params))
             indices = [i for i, _ in batch]
             images = [img for _, img in batch]
             landmarks, detected = tracking.landmarks(swapper, indices, images, every)
-            outputs, placed = swapper.swap_at_landmarks(images, landmarks, indices)  # the mark's code follows the index
+            # the mark's code follows the index
+            outputs, placed = swapper.swap_at_landmarks(images, landmarks, indices, tracking.steadied)
             yield [SwappedFrame(index, image, swapped, faces, index == start, found)
                    for index, image, swapped, faces, found in zip(indices, images, outputs, placed, detected,
                                                                   strict=True)]
@@ -170,9 +173,11 @@ def _swapped(swapper: Swapper, video: VideoInfo, starts: dict[int, int] | None, 
 class _Tracking:
     """The face state of one run of frames: which are detected, flow tracking between them, smoothing."""
 
-    def __init__(self, start: int, smoother: LandmarkSmoother, tracker: FlowTracker, times: FrameTimes) -> None:
-        self.start, self.smoother, self.tracker, self.times = start, smoother, tracker, times
+    def __init__(self, start: int, smoother: LandmarkSmoother, tracker: FlowTracker, times: FrameTimes,
+                 membranes: MembraneFilter | None) -> None:
+        self.start, self.smoother, self.tracker, self.times, self.membranes = start, smoother, tracker, times, membranes
         self._tick = -1
+        self._batch: list[tuple[float, list[int]]] = []  # per frame of the last batch: (time s, track ids)
 
     def landmarks(self, swapper: Swapper, indices: list[int], images: list[np.ndarray],
                   every: int) -> tuple[list[list[np.ndarray]], list[bool]]:
@@ -181,6 +186,7 @@ class _Tracking:
         keys = [k for k, d in enumerate(detected) if d]
         found = dict(zip(keys, swapper.find_faces([images[k] for k in keys]), strict=True)) if keys else {}
         out = []
+        self._batch = []
         for k, (index, image) in enumerate(zip(indices, images, strict=True)):
             with swapper.clock("track"):
                 faces: list[Face]
@@ -197,7 +203,18 @@ class _Tracking:
         # the smoother counts time in frames of the nominal rate; VFR gaps count as the frames they span
         self._tick = max(self._tick + 1, round(self.times.time_of(index) * self.smoother.fps))
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
-        return self.smoother(self._tick, boxes, [f.landmarks for f in faces])
+        ids, landmarks = self.smoother.track(self._tick, boxes, [f.landmarks for f in faces])
+        self._batch.append((self._tick / self.smoother.fps, ids))
+        if self.membranes is not None:
+            self.membranes.keep(set(self.smoother.tracker.tracks))
+        return landmarks
+
+    def steadied(self, frame: int, face: int, membrane: np.ndarray) -> np.ndarray:
+        """The Poisson membrane of face `face` in frame `frame` of the last batch, low-passed along its track."""
+        if self.membranes is None:
+            return membrane
+        t, ids = self._batch[frame]
+        return self.membranes(ids[face], membrane, t)
 
 
 class _Batches:

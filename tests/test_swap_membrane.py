@@ -1,0 +1,84 @@
+"""Poisson blending as a membrane in the aligned crop (engine.swap.membrane): it matches OpenCV's seamless
+clone in the frame, carries a colour cast at the rim inward, and its low-pass per track follows the
+first-order law at the frames' times and forgets across gaps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from engine.faces.align import alignment_matrix, warp_face
+from engine.swap.blend import blend
+from engine.swap.masks import blend_mask
+from engine.swap.membrane import MembraneFilter, membrane_filter, solve_membrane, with_membrane
+from engine.swap.smoothing import smoothing_params
+
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
+ASTRONAUT_POINTS = np.array([(204, 101), (247, 102), (225, 126), (205, 140), (245, 140)], float)
+OBAMA_POINTS = np.array([(139, 97), (186, 96), (161, 124), (133, 145), (189, 145)], float)
+SIZE, COVERAGE = 256, 0.8
+
+
+@pytest.fixture(scope="module")
+def crops() -> dict:
+    """The astronaut's frame and aligned crop, and Obama's face aligned the same way (real photos)."""
+    if not (PHOTOS / "obama_small.jpg").exists():
+        pytest.skip("shared photos not available")
+    frame = skimage.data.astronaut()
+    obama = cv2.cvtColor(cv2.imread(str(PHOTOS / "obama_small.jpg")), cv2.COLOR_BGR2RGB)
+    matrix = alignment_matrix(ASTRONAUT_POINTS, SIZE, COVERAGE)
+    return {"frame": frame, "matrix": matrix, "under": warp_face(frame, matrix, SIZE),
+            "face": warp_face(obama, alignment_matrix(OBAMA_POINTS, SIZE, COVERAGE), SIZE),
+            "mask": blend_mask(SIZE, COVERAGE, erode=-8, blur=6)}
+
+
+def test_the_aligned_membrane_gives_the_frames_seamless_clone(crops):
+    """Laplace's equation does not see a similarity transform: the membrane solved in the aligned crop (at
+    half size) pastes what OpenCV's full-size seamless clone in the frame pastes."""
+    aligned = with_membrane(crops["face"], solve_membrane(crops["face"], crops["under"], crops["mask"]))
+    in_frame = blend(crops["frame"], crops["face"], crops["matrix"], crops["mask"], "poisson")
+    inside = crops["mask"] > 0.99
+    ours = aligned[inside].astype(float)
+    theirs = warp_face(in_frame, crops["matrix"], SIZE)[inside].astype(float)
+    psnr = 10 * np.log10(255.0**2 / np.mean((ours - theirs) ** 2))
+    assert psnr > 30, psnr
+
+
+def test_a_colour_cast_at_the_rim_is_carried_inward(crops):
+    """A face that is the frame plus a constant cast gets exactly the opposite cast as its membrane."""
+    under = np.clip(crops["under"].astype(int), 40, 215).astype(np.uint8)
+    cast = np.array([25, -15, 10])
+    face = (under.astype(int) + cast).astype(np.uint8)
+    membrane = solve_membrane(face, under, crops["mask"])
+    inside = crops["mask"] > 0.99
+    assert np.abs(membrane[inside].mean(axis=0) + cast).max() < 1.0
+    assert membrane[inside].std(axis=0).max() < 1.5
+    assert np.abs(solve_membrane(under, under, crops["mask"])[inside]).max() < 1.0  # nothing to carry
+    assert not solve_membrane(face, under, np.zeros_like(crops["mask"])).any()  # nothing pasted
+
+
+def test_the_filter_is_a_first_order_low_pass_per_track_at_the_frames_times():
+    hz, dt = 0.5, 1 / 30
+    steady = MembraneFilter(hz)
+    zero, one = np.zeros((4, 4, 3), np.float32), np.ones((4, 4, 3), np.float32)
+    assert np.array_equal(steady(7, zero, 0.0), zero)  # a new track starts from its own membrane
+    weight = 1 / (1 + 1 / (2 * np.pi * hz * dt))  # exponential smoothing of a first-order low-pass
+    assert np.allclose(steady(7, one, dt), weight)
+    assert np.allclose(steady(7, one, 2 * dt), weight + (1 - weight) * weight)
+    assert np.array_equal(steady(8, one, 2 * dt), one)  # another face keeps its own state
+    assert np.array_equal(steady(7, zero, 2 * dt + 1.0), zero)  # a gap longer than reset_after: a cut
+    assert np.array_equal(steady(7, one, 0.5), one)  # time going back: a new run
+    steady.keep({8})
+    assert np.array_equal(steady(7, zero, 0.5 + dt), zero)  # forgotten
+    with pytest.raises(ValueError, match="cutoff_hz"):
+        MembraneFilter(0.0)
+
+
+def test_one_smooth_setting_steadies_placement_and_colour():
+    assert membrane_filter(smoothing_params(0.0)) is None
+    for smooth in (0.3, 0.85, 1.0):
+        assert membrane_filter(smoothing_params(smooth)).cutoff_hz == smoothing_params(smooth).min_cutoff
