@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strip", type=int, default=defaults.strip, metavar="N",
                    help="frame pairs shown in the report (default: %(default)s)")
     p.add_argument("--smooth", type=float, default=defaults.smooth, metavar="S",
-                   help="landmark smoothing, as for swap (default: %(default)s)")
+                   help="smoothing of placement and Poisson colour, as for swap (default: %(default)s)")
     p.add_argument("--detector", default=defaults.detector, choices=["auto", "mtcnn", "retinaface"])
     p.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     add_threads_argument(p)

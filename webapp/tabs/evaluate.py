@@ -33,7 +33,7 @@ PAGE_HEIGHT = 1400  # px of the report's iframe (it scrolls inside)
 
 
 NOT_SHOWN = {"strip": "the report's strip of pairs is sized for its page",
-             "smooth": "the swap's default landmark smoothing, as the Swap tab renders videos",
+             "smooth": "the swap's default smoothing (placement and Poisson colour), as the Swap tab renders videos",
              "detector": "auto: the detector extraction would pick",
              "settings": "the swap's default settings, so that reports of different models compare"}
 GIVEN = {"model": "the project's model", "video": "the uploaded or picked video", "out": "a new report folder",
