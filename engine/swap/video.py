@@ -171,7 +171,8 @@ def _swapped(swapper: Swapper, video: VideoInfo, starts: dict[int, int] | None, 
 
 
 class _Tracking:
-    """The face state of one run of frames: which are detected, flow tracking between them, smoothing."""
+    """The face state of one run of frames: which are detected, flow tracking between them, smoothing of
+    each face track's landmarks and of its Poisson membrane."""
 
     def __init__(self, start: int, smoother: LandmarkSmoother, tracker: FlowTracker, times: FrameTimes,
                  membranes: MembraneFilter | None) -> None:
