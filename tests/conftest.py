@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -34,6 +35,24 @@ def precision_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return _require_data()
+
+
+@pytest.fixture(scope="session")
+def astronaut_and_obama():
+    """Two real photos and their 5 landmarks (eyes, nose tip, mouth corners; hand-checked on 4x zooms):
+    skimage's astronaut as the frame, obama_small.jpg as the face pasted into it."""
+    import cv2
+    import numpy as np
+    import skimage.data
+
+    photo = _require_data() / "photos" / "obama_small.jpg"
+    if not photo.exists():
+        pytest.skip(f"{photo} not available")
+    return SimpleNamespace(
+        frame=skimage.data.astronaut(),
+        frame_points=np.array([(204, 101), (247, 102), (225, 126), (205, 140), (245, 140)], float),
+        face=cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB),
+        face_points=np.array([(139, 97), (186, 96), (161, 124), (133, 145), (189, 145)], float))
 
 
 @pytest.fixture(scope="session")

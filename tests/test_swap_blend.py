@@ -1,16 +1,13 @@
 """Pasting a swapped face back: the astronaut's face replaced by Obama's (obama_small.jpg).
 
-Landmarks are hand-checked (drawn on 4x zooms): eyes, nose tip, mouth corners as seen.
+Both photos and their hand-checked landmarks come from the `astronaut_and_obama` fixture (conftest).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
-import skimage.data
 
 from engine.errors import UserError
 from engine.faces.align import alignment_matrix, invert, warp_face
@@ -18,26 +15,22 @@ from engine.swap.blend import BLEND_MODES, blend, place_face
 from engine.swap.color import correct_color
 from engine.swap.masks import blend_mask
 
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
-ASTRONAUT_POINTS = np.array([(204, 101), (247, 102), (225, 126), (205, 140), (245, 140)], float)
-OBAMA_POINTS = np.array([(139, 97), (186, 96), (161, 124), (133, 145), (189, 145)], float)
 SIZE, COVERAGE = 128, 0.8
 MODES = sorted(BLEND_MODES)
 
 
 @pytest.fixture(scope="module")
-def swap() -> dict:
+def swap(astronaut_and_obama) -> dict:
     """Frame, matrix, blend mask, and Obama's face colour-matched to the astronaut (aligned)."""
-    if not (PHOTOS / "obama_small.jpg").exists():
-        pytest.skip("shared photos not available")
-    frame = skimage.data.astronaut()
-    obama = cv2.cvtColor(cv2.imread(str(PHOTOS / "obama_small.jpg")), cv2.COLOR_BGR2RGB)
-    matrix = alignment_matrix(ASTRONAUT_POINTS, SIZE, COVERAGE)
+    photos = astronaut_and_obama
+    frame = photos.frame
+    matrix = alignment_matrix(photos.frame_points, SIZE, COVERAGE)
     destination = warp_face(frame, matrix, SIZE)
     mask = blend_mask(SIZE, COVERAGE, erode=2, blur=6)
-    source = warp_face(obama, alignment_matrix(OBAMA_POINTS, SIZE, COVERAGE), SIZE)
+    source = warp_face(photos.face, alignment_matrix(photos.face_points, SIZE, COVERAGE), SIZE)
     face = correct_color(source, destination, blend_mask(SIZE, COVERAGE), "reinhard")
-    return {"frame": frame, "matrix": matrix, "mask": mask, "face": face, "destination": destination}
+    return {"frame": frame, "matrix": matrix, "mask": mask, "face": face, "destination": destination,
+            "points": photos.frame_points}
 
 
 def _support(frame_shape: tuple[int, ...], matrix: np.ndarray, mask: np.ndarray, grow: int = 2) -> np.ndarray:
@@ -101,9 +94,9 @@ def test_center_moves_the_whole_paste(swap, mode):
 def test_face_leaving_the_frame(swap, mode, cut):
     """A face cut by the frame edge still blends, leaves the rest alone, and stays faithful."""
     if cut == "left":  # the frame starts at the astronaut's left eye
-        frame, points = swap["frame"][:, 200:].copy(), ASTRONAUT_POINTS - (200, 0)
+        frame, points = swap["frame"][:, 200:].copy(), swap["points"] - (200, 0)
     else:  # the frame ends at her nose
-        frame, points = swap["frame"][:128, :226].copy(), ASTRONAUT_POINTS
+        frame, points = swap["frame"][:128, :226].copy(), swap["points"]
     matrix = alignment_matrix(points, SIZE, COVERAGE)
     mask = swap["mask"]
     out = blend(frame, swap["face"], matrix, mask, mode)

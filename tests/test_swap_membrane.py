@@ -4,12 +4,8 @@ first-order law at the frames' times and forgets across gaps."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
 import numpy as np
 import pytest
-import skimage.data
 
 from engine.faces.align import alignment_matrix, warp_face
 from engine.swap.blend import blend
@@ -17,22 +13,16 @@ from engine.swap.masks import blend_mask
 from engine.swap.membrane import MembraneFilter, membrane_filter, solve_membrane, with_membrane
 from engine.swap.smoothing import smoothing_params
 
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
-ASTRONAUT_POINTS = np.array([(204, 101), (247, 102), (225, 126), (205, 140), (245, 140)], float)
-OBAMA_POINTS = np.array([(139, 97), (186, 96), (161, 124), (133, 145), (189, 145)], float)
 SIZE, COVERAGE = 256, 0.8
 
 
 @pytest.fixture(scope="module")
-def crops() -> dict:
+def crops(astronaut_and_obama) -> dict:
     """The astronaut's frame and aligned crop, and Obama's face aligned the same way (real photos)."""
-    if not (PHOTOS / "obama_small.jpg").exists():
-        pytest.skip("shared photos not available")
-    frame = skimage.data.astronaut()
-    obama = cv2.cvtColor(cv2.imread(str(PHOTOS / "obama_small.jpg")), cv2.COLOR_BGR2RGB)
-    matrix = alignment_matrix(ASTRONAUT_POINTS, SIZE, COVERAGE)
-    return {"frame": frame, "matrix": matrix, "under": warp_face(frame, matrix, SIZE),
-            "face": warp_face(obama, alignment_matrix(OBAMA_POINTS, SIZE, COVERAGE), SIZE),
+    photos = astronaut_and_obama
+    matrix = alignment_matrix(photos.frame_points, SIZE, COVERAGE)
+    return {"frame": photos.frame, "matrix": matrix, "under": warp_face(photos.frame, matrix, SIZE),
+            "face": warp_face(photos.face, alignment_matrix(photos.face_points, SIZE, COVERAGE), SIZE),
             "mask": blend_mask(SIZE, COVERAGE, erode=-8, blur=6)}
 
 
