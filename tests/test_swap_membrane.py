@@ -1,6 +1,5 @@
 """Poisson blending as a membrane in the aligned crop (engine.swap.membrane): it matches OpenCV's seamless
-clone in the frame, carries a colour cast at the rim inward, and its low-pass per track follows the
-first-order law at the frames' times and forgets across gaps."""
+clone in the frame and carries a colour cast at the rim inward."""
 
 from __future__ import annotations
 
@@ -10,8 +9,7 @@ import pytest
 from engine.faces.align import alignment_matrix, warp_face
 from engine.swap.blend import blend
 from engine.swap.masks import blend_mask
-from engine.swap.membrane import MembraneFilter, membrane_filter, solve_membrane, with_membrane
-from engine.swap.smoothing import smoothing_params
+from engine.swap.membrane import solve_membrane, with_membrane
 
 SIZE, COVERAGE = 256, 0.8
 
@@ -49,26 +47,3 @@ def test_a_colour_cast_at_the_rim_is_carried_inward(crops):
     assert membrane[inside].std(axis=0).max() < 1.5
     assert np.abs(solve_membrane(under, under, crops["mask"])[inside]).max() < 1.0  # nothing to carry
     assert not solve_membrane(face, under, np.zeros_like(crops["mask"])).any()  # nothing pasted
-
-
-def test_the_filter_is_a_first_order_low_pass_per_track_at_the_frames_times():
-    hz, dt = 0.5, 1 / 30
-    steady = MembraneFilter(hz)
-    zero, one = np.zeros((4, 4, 3), np.float32), np.ones((4, 4, 3), np.float32)
-    assert np.array_equal(steady(7, zero, 0.0), zero)  # a new track starts from its own membrane
-    weight = 1 / (1 + 1 / (2 * np.pi * hz * dt))  # exponential smoothing of a first-order low-pass
-    assert np.allclose(steady(7, one, dt), weight)
-    assert np.allclose(steady(7, one, 2 * dt), weight + (1 - weight) * weight)
-    assert np.array_equal(steady(8, one, 2 * dt), one)  # another face keeps its own state
-    assert np.array_equal(steady(7, zero, 2 * dt + 1.0), zero)  # a gap longer than reset_after: a cut
-    assert np.array_equal(steady(7, one, 0.5), one)  # time going back: a new run
-    steady.keep({8})
-    assert np.array_equal(steady(7, zero, 0.5 + dt), zero)  # forgotten
-    with pytest.raises(ValueError, match="cutoff_hz"):
-        MembraneFilter(0.0)
-
-
-def test_one_smooth_setting_steadies_placement_and_colour():
-    assert membrane_filter(smoothing_params(0.0)) is None
-    for smooth in (0.3, 0.85, 1.0):
-        assert membrane_filter(smoothing_params(smooth)).cutoff_hz == smoothing_params(smooth).min_cutoff

@@ -18,6 +18,7 @@ from engine.media import ffmpeg_exe
 from engine.progress import StopFlag
 from engine.swap.pipeline import Swapper
 from engine.swap.settings import DETECT_SIZE, SwapSettings
+from engine.swap.smoothing import smoothing_params
 from engine.swap.video import swap_frames, swap_video
 from engine.video_reader import probe_video, read_frames
 
@@ -198,28 +199,32 @@ def test_frame_times_follow_the_source_packets(data_dir):
     assert len(cfr.times) == 125 and np.allclose(np.diff(cfr.times), 0.04)
 
 
-def test_the_poisson_membrane_is_steadied_along_the_face_track(swapper, short_clip, monkeypatch):
-    """Each frame's membrane goes through its face track's low-pass at the frame's time: one track through
-    the clip, its first frame unchanged, the frame-to-frame change of what is pasted well below the solves'."""
-    from engine.swap import membrane
+def test_the_membrane_and_the_shading_are_steadied_along_the_face_track(swapper, short_clip, monkeypatch):
+    """Each frame's Poisson membrane and coarse shading go through their face track's low-pass at the frame's
+    time: one track through the clip, its first frame unchanged, the frame-to-frame change of what is pasted
+    well below that of what was computed."""
+    from engine.swap import steady
 
-    calls = []
-    plain = membrane.MembraneFilter.__call__
+    calls: dict[float, list] = {}
+    plain = steady.TrackLowPass.__call__
 
-    def recorded(self, track, solved, t):
-        out = plain(self, track, solved, t)
-        calls.append((track, t, solved, out))
+    def recorded(self, track, value, t):
+        out = plain(self, track, value, t)
+        calls.setdefault(self.cutoff_hz, []).append((track, t, value, out))
         return out
 
-    monkeypatch.setattr(membrane.MembraneFilter, "__call__", recorded)
+    monkeypatch.setattr(steady.TrackLowPass, "__call__", recorded)
     info = probe_video(short_clip)
     frames = [f for batch in swap_frames(swapper, info, smooth=0.85, batch_size=8) for f in batch]
-    assert len(calls) == len(frames) == 40 and {track for track, *_ in calls} == {0}
-    times = [t for _, t, *_ in calls]
-    assert times == sorted(times) and times[-1] == pytest.approx(info.times.time_of(39), abs=1 / info.fps)
-    assert np.array_equal(calls[0][2], calls[0][3])
+    rest = smoothing_params(0.85).min_cutoff
+    assert sorted(calls) == [rest, steady.SHADING_SPEEDUP * rest]  # the membrane's and the shading's
+    for kind in calls.values():
+        assert len(kind) == len(frames) == 40 and {track for track, *_ in kind} == {0}
+        times = [t for _, t, *_ in kind]
+        assert times == sorted(times) and times[-1] == pytest.approx(info.times.time_of(39), abs=1 / info.fps)
+        assert np.array_equal(kind[0][2], kind[0][3])
 
-    def change(key: int) -> float:
-        return float(np.mean([np.abs(b[key] - a[key]).mean() for a, b in zip(calls[:-1], calls[1:], strict=True)]))
+        def change(key: int, kind=kind) -> float:
+            return float(np.mean([np.abs(b[key] - a[key]).mean() for a, b in zip(kind[:-1], kind[1:], strict=True)]))
 
-    assert change(3) < 0.5 * change(2), (change(3), change(2))
+        assert change(3) < 0.7 * change(2), (change(3), change(2))

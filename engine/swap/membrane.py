@@ -8,23 +8,17 @@ move), and the whole face breathes with it: on the talk videos Poisson pastes fl
 than an alpha paste of the same face (docs/benchmarks.md).
 
 Laplace's equation is unchanged by a similarity transform, so the membrane can be solved in the aligned
-crop instead of the frame, where a face's membrane stays put as the head moves. There one low-pass per
-face track (`MembraneFilter`) keeps its slow part, the face's colour cast against the frame, and drops
-the frame-to-frame noise. The face plus the membrane is then pasted with the feathered mask.
+crop instead of the frame, where a face's membrane stays put as the head moves. There a video low-passes
+it along the face's track (`engine.swap.steady`), keeping its slow part, the face's colour cast against the
+frame, and dropping the frame-to-frame noise. The face plus the membrane is then pasted with the feathered mask.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import cv2
 import numpy as np
 
 from engine.swap.blend import PlacedFace, poisson_clone
-from engine.swap.smoothing import OneEuroParams, smoothing_factor
-
-# (frame position in a batch, face position in that frame, this frame's membrane) -> the membrane to paste
-MembraneSteadier = Callable[[int, int, np.ndarray], np.ndarray]
 
 _PAD = 4  # px of replicated border around the half-size crop: seamlessClone needs its region off the edge
 
@@ -58,39 +52,3 @@ def solve_membrane(face: np.ndarray, under: np.ndarray, mask: np.ndarray) -> np.
 def with_membrane(face: np.ndarray, membrane: np.ndarray) -> np.ndarray:
     """`face` (uint8) plus `membrane`, rounded and clipped to uint8."""
     return np.clip(np.rint(face.astype(np.float32) + membrane), 0, 255).astype(np.uint8)
-
-
-class MembraneFilter:
-    """A first-order low-pass of each face track's membrane at the frames' own times.
-
-    `cutoff_hz` sets how fast the membrane may change: 0.5 Hz lets a light change settle in about half a
-    second and removes most frame-to-frame breathing at 25-30 fps. A track seen for the first time, or
-    after a gap longer than `reset_after` seconds, starts from its own membrane (no smear across a cut).
-    """
-
-    def __init__(self, cutoff_hz: float, reset_after: float = 0.5) -> None:
-        if cutoff_hz <= 0:
-            raise ValueError(f"cutoff_hz must be > 0, got {cutoff_hz}")
-        self.cutoff_hz, self.reset_after = cutoff_hz, reset_after
-        self._state: dict[int, tuple[np.ndarray, float]] = {}
-
-    def __call__(self, track: int, membrane: np.ndarray, t: float) -> np.ndarray:
-        """The steadied membrane of `track` at time `t` seconds, given this frame's solve."""
-        previous = self._state.get(track)
-        if previous is None or previous[0].shape != membrane.shape or not 0 < t - previous[1] <= self.reset_after:
-            value = np.asarray(membrane, dtype=np.float32).copy()
-        else:
-            weight = np.float32(smoothing_factor(self.cutoff_hz, t - previous[1]))
-            value = previous[0] + weight * (membrane - previous[0])
-        self._state[track] = (value, t)
-        return value.copy()
-
-    def keep(self, tracks: set[int]) -> None:
-        """Forget the tracks not in `tracks` (faces that left)."""
-        self._state = {k: v for k, v in self._state.items() if k in tracks}
-
-
-def membrane_filter(params: OneEuroParams | None) -> MembraneFilter | None:
-    """The membrane's low-pass for a video whose landmarks are smoothed with `params`: the same rest
-    cutoff, so one `--smooth` steadies both where the face goes and its colour; None when smoothing is off."""
-    return None if params is None else MembraneFilter(params.min_cutoff)

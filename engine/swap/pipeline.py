@@ -13,9 +13,9 @@ frame's colours, and that larger face is what gets pasted. It lives here, not in
 `engine.swap.color`'s registry of same-size transfers, because it needs the model and changes the
 face's size; `auto` picks it whenever the folder has a colour network.
 
-Poisson blending (the default) is solved in the aligned crop as a colour membrane (`engine.swap.membrane`),
-which a video steadies along each face's track; the face plus its membrane is then pasted with the
-feathered mask. Mixed cloning and alpha go through `engine.swap.blend` in the frame.
+Poisson blending (the default) is solved in the aligned crop as a colour membrane (`engine.swap.membrane`);
+the face plus its membrane is then pasted with the feathered mask. A video steadies the membrane and the
+face's coarse shading along each face's track (`engine.swap.steady`). Mixed cloning and alpha go through `engine.swap.blend` in the frame.
 
 From the model through the colour correction (or the colour network), faces stay float tensors on
 the model's device; they become 8-bit pixels as they leave it, to be resized and pasted.
@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -47,9 +48,10 @@ from engine.swap.blend import blend
 from engine.swap.color import correct_faces, to_tensor, to_uint8
 from engine.swap.detail import skin_weight, with_detail
 from engine.swap.masks import blend_mask
-from engine.swap.membrane import MembraneSteadier, solve_membrane, with_membrane
+from engine.swap.membrane import solve_membrane, with_membrane
 from engine.swap.selection import FaceSelector
 from engine.swap.settings import BLEND_SIZE, DETECT_SIZE, DIRECTIONS, NET_MODE, SwapSettings
+from engine.swap.steady import Steadier, with_steady_shading
 
 MIN_SCORE = ExtractOptions.min_score  # the same bar as extraction, so swapped faces look like trained ones
 _SUPPORT_MARGIN = 4  # px of the aligned crop kept around the mask: the clone's boundary reads them
@@ -194,13 +196,13 @@ class Swapper:
         return self.swap_at_landmarks([rgb], [[f.landmarks for f in faces]])[0][0]
 
     def swap_at_landmarks(self, frames: list[np.ndarray], landmarks: list[list[np.ndarray]],
-                          indices: list[int] | None = None, membranes: MembraneSteadier | None = None,
+                          indices: list[int] | None = None, steady: Steadier | None = None,
                           ) -> tuple[list[np.ndarray], list[list[SwappedFace]]]:
         """Swap the faces at the given landmarks in each frame, all faces through the model in one batch.
 
         `indices` are the frames' places in their video (the mark's sign follows them, `watermark.code`);
-        None: 0 for each (photos). `membranes` steadies each face's Poisson membrane over time (videos:
-        `membranes(frame position, face position, membrane)`); None solves each paste on its own.
+        None: 0 for each (photos). `steady` low-passes each face's coarse shading and Poisson membrane
+        along its track (videos: `engine.swap.steady`); None pastes each face on its own.
 
         Returns the new frames (copies) and, per frame, where each face went.
         """
@@ -227,10 +229,12 @@ class Swapper:
                 if self._settings.detail > 0:
                     face = with_detail(face, align.warp_face(frames[i], matrix, size), self.face_size,
                                        self._settings.detail, self._skin(size))
+                if steady is not None:
+                    face = with_steady_shading(face, partial(steady, i, j, "shading"))
                 mode = self._settings.blend
                 if mode == "poisson":  # the membrane in the aligned crop, over what is pasted already
                     membrane = solve_membrane(face, align.warp_face(outputs[i], matrix, size), mask)
-                    face = with_membrane(face, membrane if membranes is None else membranes(i, j, membrane))
+                    face = with_membrane(face, membrane if steady is None else steady(i, j, "membrane", membrane))
                     mode = "alpha"
                 outputs[i] = self._paste(outputs[i], face, matrix, mask, mode)
             placed[i].append(SwappedFace(points, matrix, mask))

@@ -29,10 +29,10 @@ from engine.faces.detection import Face
 from engine.progress import Listener, Reporter, StopFlag, Stopped
 from engine.provenance.metadata import video_tags
 from engine.swap.flow_tracker import FlowTracker
-from engine.swap.membrane import MembraneFilter, membrane_filter
 from engine.swap.pipeline import STAGES, SwappedFace, Swapper
 from engine.swap.settings import VideoSettings
 from engine.swap.smoothing import LandmarkSmoother, smoothing_params
+from engine.swap.steady import TrackLowPass, track_filters
 from engine.video_reader import FrameTimes, VideoInfo, probe_video, read_frames
 from engine.video_writer import TimedVideoWriter
 
@@ -157,12 +157,12 @@ def _swapped(swapper: Swapper, video: VideoInfo, starts: dict[int, int] | None, 
             start = 0 if starts is None else starts[batch[0][0]]
             if tracking is None or tracking.start != start:
                 tracking = _Tracking(start, LandmarkSmoother(params, fps=video.fps), FlowTracker(), video.times,
-                                     membrane_filter(params))
+                                     track_filters(params))
             indices = [i for i, _ in batch]
             images = [img for _, img in batch]
             landmarks, detected = tracking.landmarks(swapper, indices, images, every)
             # the mark's code follows the index
-            outputs, placed = swapper.swap_at_landmarks(images, landmarks, indices, tracking.steadied)
+            outputs, placed = swapper.swap_at_landmarks(images, landmarks, indices, tracking.steady)
             yield [SwappedFrame(index, image, swapped, faces, index == start, found)
                    for index, image, swapped, faces, found in zip(indices, images, outputs, placed, detected,
                                                                   strict=True)]
@@ -172,11 +172,11 @@ def _swapped(swapper: Swapper, video: VideoInfo, starts: dict[int, int] | None, 
 
 class _Tracking:
     """The face state of one run of frames: which are detected, flow tracking between them, smoothing of
-    each face track's landmarks and of its Poisson membrane."""
+    each face track's landmarks, Poisson membrane and coarse shading."""
 
     def __init__(self, start: int, smoother: LandmarkSmoother, tracker: FlowTracker, times: FrameTimes,
-                 membranes: MembraneFilter | None) -> None:
-        self.start, self.smoother, self.tracker, self.times, self.membranes = start, smoother, tracker, times, membranes
+                 filters: dict[str, TrackLowPass] | None) -> None:
+        self.start, self.smoother, self.tracker, self.times, self.filters = start, smoother, tracker, times, filters
         self._tick = -1
         self._batch: list[tuple[float, list[int]]] = []  # per frame of the last batch: (time s, track ids)
 
@@ -206,16 +206,17 @@ class _Tracking:
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
         ids, landmarks = self.smoother.track(self._tick, boxes, [f.landmarks for f in faces])
         self._batch.append((self._tick / self.smoother.fps, ids))
-        if self.membranes is not None:
-            self.membranes.keep(set(self.smoother.tracker.tracks))
+        for low_pass in (self.filters or {}).values():
+            low_pass.keep(set(self.smoother.tracker.tracks))
         return landmarks
 
-    def steadied(self, frame: int, face: int, membrane: np.ndarray) -> np.ndarray:
-        """The Poisson membrane of face `face` in frame `frame` of the last batch, low-passed along its track."""
-        if self.membranes is None:
-            return membrane
+    def steady(self, frame: int, face: int, what: str, value: np.ndarray) -> np.ndarray:
+        """`value` ("membrane" or "shading") of face `face` in frame `frame` of the last batch, low-passed
+        along its track (`engine.swap.steady`)."""
+        if self.filters is None:
+            return value
         t, ids = self._batch[frame]
-        return self.membranes(ids[face], membrane, t)
+        return self.filters[what](ids[face], value, t)
 
 
 class _Batches:
