@@ -84,10 +84,12 @@ class SwapSettings:
 
 @dataclass(frozen=True)
 class VideoSettings:
-    """What a user sets for a video beyond `SwapSettings`: landmark smoothing and how often to detect."""
+    """What a user sets for a video beyond `SwapSettings`: smoothing along each face's track and how often to
+    detect."""
 
-    # 0 (off) to 1 (heaviest): landmarks and the Poisson membrane (engine.swap.membrane). 0.85 against 0.5
-    # cut flicker 0.02-0.03 on both talk pairs with the same landmark error (docs/benchmarks.md)
+    # 0 (off) to 1 (heaviest): landmarks, the Poisson membrane and the face's coarse shading (engine.swap.steady).
+    # 0.85 against 0.5 cut flicker 0.02-0.04 on both talk pairs, landmark error level (mask as drawn; rows
+    # "t-s85" in docs/likeness/swap-settings/membrane_smooth.jsonl against "m1" in membrane_cutoff.jsonl)
     smooth: float = 0.85
     detect_every: int = 1  # detect on every Nth frame, track by optical flow between
 
