@@ -1,4 +1,4 @@
-"""Poisson blending as a colour membrane in the aligned crop, steadied over time per face track.
+"""Poisson blending as a colour membrane in the aligned crop, which a video can steady per face track.
 
 Normal seamless cloning keeps the new face's gradients and adds a membrane: the harmonic function that
 carries the colour difference along the mask's rim (frame minus face) smoothly inward. It is what hides

@@ -15,7 +15,8 @@ face's size; `auto` picks it whenever the folder has a colour network.
 
 Poisson blending (the default) is solved in the aligned crop as a colour membrane (`engine.swap.membrane`);
 the face plus its membrane is then pasted with the feathered mask. A video steadies the membrane and the
-face's coarse shading along each face's track (`engine.swap.steady`). Mixed cloning and alpha go through `engine.swap.blend` in the frame.
+face's coarse shading along each face's track (`engine.swap.steady`). Mixed cloning and alpha go through
+`engine.swap.blend` in the frame.
 
 From the model through the colour correction (or the colour network), faces stay float tensors on
 the model's device; they become 8-bit pixels as they leave it, to be resized and pasted.

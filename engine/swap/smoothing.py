@@ -179,7 +179,7 @@ class LandmarkSmoother:
     def track(self, frame_index: int, boxes: np.ndarray,
               landmarks: list[np.ndarray]) -> tuple[list[int], list[np.ndarray]]:
         """(each box's track id, the smoothed landmarks) for frame `frame_index`: the ids let later
-        stages keep their own state per face (`engine.swap.membrane`)."""
+        stages keep their own state per face (`engine.swap.steady`)."""
         if len(landmarks) != len(np.asarray(boxes).reshape(-1, 4)):
             raise ValueError("need one landmark set per box")
         ids = self.tracker.update(boxes)

@@ -6,8 +6,9 @@ removes shimmer without smearing motion. The membrane (`engine.swap.membrane`) i
 against the frame: it changes slowly, and follows the landmarks' rest cutoff. The model's face itself
 shimmers from frame to frame in its coarse shading (a 64 px decoder answers small input changes with
 broad changes of tone); above a blur of `SHADING_SIGMA` the face is left as rendered, below it the shading
-is low-passed `SHADING_SPEEDUP` times faster than the membrane, a few frames' time constant, so a mouth that
-opens still shows within a frame or two (measured in docs/benchmarks.md, "The face's coarse shading").
+is low-passed `SHADING_SPEEDUP` times faster than the membrane: a time constant of about two frames at the
+default smoothing, with landmark error level and no lag seen in the frames (docs/benchmarks.md, "The face's
+coarse shading steadied too").
 """
 
 from __future__ import annotations
@@ -69,5 +70,6 @@ def track_filters(params: OneEuroParams | None) -> dict[str, TrackLowPass] | Non
 def with_steady_shading(face: np.ndarray, steady: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """`face` (S, S, 3 uint8) with its coarse shading (blur of SHADING_SIGMA px of a BLEND_SIZE face)
     replaced by `steady(shading)`; the detail above it is kept as rendered."""
-    coarse = cv2.GaussianBlur(face.astype(np.float32), (0, 0), SHADING_SIGMA * face.shape[0] / BLEND_SIZE)
-    return np.clip(np.rint(face.astype(np.float32) - coarse + steady(coarse)), 0, 255).astype(np.uint8)
+    pixels = face.astype(np.float32)
+    coarse = cv2.GaussianBlur(pixels, (0, 0), SHADING_SIGMA * face.shape[0] / BLEND_SIZE)
+    return np.clip(np.rint(pixels - coarse + steady(coarse)), 0, 255).astype(np.uint8)
