@@ -250,3 +250,57 @@ def test_net_mode_on_a_model_without_a_colour_net_is_a_user_error(swap_model, da
     code = cli_main(["swap", str(data_dir / "photos" / "obama-480p.jpg"), "-m", str(swap_model[0]), "--out", str(out),
                      "--color", "net", "--detector", "mtcnn", "--device", "cpu", "--threads", "1"])
     assert code == 0 and out.is_file()
+
+
+def test_the_critics_losses_have_their_known_answers():
+    from engine.models.critic import PatchCritic, critic_loss, generator_loss
+
+    faces = torch.rand(2, 3, 64, 64)
+    assert PatchCritic()(faces).shape == (2, 1, 8, 8)  # one logit per patch
+
+    def sure(value):  # a critic that says `value` of every patch
+        return lambda x: torch.full((len(x), 1, 8, 8), float(value))
+
+    assert generator_loss(sure(10), faces) < 1e-4  # taken for real: nothing to gain
+    assert generator_loss(sure(-10), faces) == pytest.approx(10, abs=1e-3)
+    assert generator_loss(sure(0), faces) == pytest.approx(np.log(2), abs=1e-6)
+
+    def right(x):  # real faces (the first half) called real, the net's called fake
+        return torch.cat([torch.full((len(x) // 2, 1, 8, 8), 10.0), torch.full((len(x) // 2, 1, 8, 8), -10.0)])
+
+    assert critic_loss(right, faces, faces) < 1e-4
+    assert critic_loss(lambda x: -right(x), faces, faces) == pytest.approx(20, abs=1e-3)
+
+
+def test_a_colour_training_with_a_critic_keeps_it_beside_its_optimizer_and_resumes_with_it(swap_model, tmp_path):
+    import shutil
+
+    from engine.train.color import CRITIC_KEY, ColorSession
+    from engine.train.loop import joined
+
+    folder = tmp_path / "m"
+    shutil.copytree(swap_model[0], folder)
+    (folder / "color.safetensors").unlink()
+    settings = dict(model_dir=str(folder), batch_size=2, width=8, device="cpu", save_every=4, preview_every=0,
+                    gan=0.1)
+    assert train_color(ColorConfig(iterations=4, **settings)).status == "done"
+    saved = torch.load(folder / "color_optimizer.pt", weights_only=True)
+    assert saved["iteration"] == 4 and set(saved[CRITIC_KEY]) == {"weights", "optimizer"}
+    assert json.loads((folder / "config.json").read_text())["color_net"]["meta"]["train"]["gan"] == 0.1
+    with joined("cpu") as cluster:
+        session = ColorSession(ColorConfig(iterations=8, resume=True, **settings), cluster)
+        for name, value in session.critic.state_dict().items():
+            assert torch.equal(value, saved[CRITIC_KEY]["weights"][name]), name
+        assert session.critic_optimizer.state_dict()["state"]  # Adam's moments came back too
+    result = train_color(ColorConfig(iterations=8, resume=True, **settings))
+    assert result.status == "done" and result.iteration == 8
+    after = torch.load(folder / "color_optimizer.pt", weights_only=True)[CRITIC_KEY]["weights"]
+    assert any(not torch.equal(after[k], saved[CRITIC_KEY]["weights"][k]) for k in after)  # it trained on
+    net, _ = load_color_net(folder)  # the swap's load ignores it
+    assert not any("critic" in k for k in net.state_dict())
+
+
+def test_a_critic_weight_below_zero_is_refused(swap_model, capsys):
+    args = ["train-color", "--model", str(swap_model[0]), "--device", "cpu", "--gan", "-1"]
+    assert cli_main(args) == 2
+    assert "--gan -1" in capsys.readouterr().err

@@ -55,14 +55,15 @@ def weights_finite(model: nn.Module) -> bool:
 
 
 def save(folder: str | os.PathLike, net: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState,
-         files: NetFiles = MODEL_FILES, trained: nn.Module | None = None) -> None:
+         files: NetFiles = MODEL_FILES, trained: nn.Module | None = None, beside: dict | None = None) -> None:
     """Write a resumable checkpoint: the optimizer, the loss history, then weights + config.json.
 
     The optimizer file carries its iteration, and the history's rows theirs; if a crash lands between
     the files, a resume sees the weights' iteration and drops what runs ahead of it (a fresh
     optimizer instead of moments from other weights, no rows of iterations it never reached).
     `trained`: the weights the optimizer steps, when `net` (what the weights file gets) is their
-    average; they go into the optimizer file, with the moments that belong to them.
+    average; they go into the optimizer file, with the moments that belong to them. `beside`: more
+    training state that belongs to this iteration (the colour net's critic), under its own keys there.
     """
     what = f"{files.label} in {folder}" if files.label else f"{folder}"
     for weights in (net, trained):
@@ -72,6 +73,10 @@ def save(folder: str | os.PathLike, net: nn.Module, optimizer: torch.optim.Optim
     optimizer_state = {"iteration": state.iteration, "optimizer": optimizer.state_dict()}
     if trained is not None:
         optimizer_state[TRAINED] = trained.state_dict()
+    for key, value in (beside or {}).items():
+        if key in optimizer_state:
+            raise ValueError(f"{key!r} is a key of the optimizer file's own")
+        optimizer_state[key] = value
     write_with(folder / files.optimizer, lambda tmp: torch.save(optimizer_state, tmp))
     write_history(folder, state.history, files)
     _STORE[files][0](folder, net, state.to_meta())
@@ -92,6 +97,13 @@ def load_trained(folder: str | os.PathLike, iteration: int, device: torch.device
     """The trained weights (a state dict) a run with a weight average kept beside Adam's moments, when
     they belong to the weights' `iteration`; else None (no average, another iteration, unreadable: the
     optimizer's own load says why and sets a bad file aside)."""
+    return load_beside(folder, iteration, device, files, TRAINED)
+
+
+def load_beside(folder: str | os.PathLike, iteration: int, device: torch.device, files: NetFiles,
+                key: str) -> dict | None:
+    """What `save(beside=...)` (or `trained`) kept under `key` in the optimizer file, when it belongs to
+    the weights' `iteration`; else None."""
     path = Path(folder) / files.optimizer
     if not path.is_file():
         return None
@@ -99,8 +111,8 @@ def load_trained(folder: str | os.PathLike, iteration: int, device: torch.device
         saved = torch.load(path, map_location=device, weights_only=True)
     except Exception:  # noqa: BLE001 (load_optimizer_state reports and sets aside the same file)
         return None
-    trained = saved.get(TRAINED) if isinstance(saved, dict) and saved.get("iteration") == iteration else None
-    return trained if isinstance(trained, dict) else None
+    kept = saved.get(key) if isinstance(saved, dict) and saved.get("iteration") == iteration else None
+    return kept if isinstance(kept, dict) else None
 
 
 def load_optimizer_state(path: Path, iteration: int, device: torch.device) -> dict | None:

@@ -12,6 +12,10 @@ must still produce the destination's. So a share of the inputs (`recolor`) is fi
 head cannot rely on the input's colours and learns to take them from its identity and, when
 conditioned, from the destination face's statistics.
 
+With `gan` > 0 a patch critic learns to tell the real large crops from the net's, and the net's loss
+gains `gan` times the critic's verdict: detail that looks real instead of the blur a pixel loss settles
+on (docs/benchmarks.md, "A critic for the colour/SR net").
+
 `train_color(config, listeners, stop)` is the one entry point: `python -m engine train --color-net`
 runs it after the swap model (in the same processes, on the face sets already loaded), `python -m
 engine train-color` alone on a trained model folder, bench/color.py on its held-out split. Its
@@ -19,7 +23,8 @@ engine train-color` alone on a trained model folder, bench/color.py on its held-
 phase. Its checkpoint lives in the model folder (engine.models.folder names the files):
 
     color.safetensors, config.json["color_net"]   weights, architecture and colour training state
-    color_optimizer.pt                            Adam's moments, for the resume
+    color_optimizer.pt                            Adam's moments, for the resume (with `gan`, the patch
+                                                  critic's weights and moments too: engine.models.critic)
     color_loss.csv                                the colour loss history (columns: A's head, B's head)
     previews/color-latest.png, color-NNNNNNNN.png  bicubic input | network | real face, for A then B
 """
@@ -38,6 +43,7 @@ from engine.faces.crops import center_crop_batch
 from engine.faces.mask import face_region_mask
 from engine.models import build_color_net, has_color_net, is_model_dir, load_model
 from engine.models.colornet import face_stats, pair_stats, reinhard_to
+from engine.models.critic import PatchCritic, critic_loss, generator_loss
 from engine.models.folder import (
     COLOR_FILES,
     COLOR_WEIGHTS,
@@ -60,6 +66,8 @@ __all__ = ["ColorConfig", "ColorSession", "train_color"]
 log = logging.getLogger(__name__)
 
 OUTSIDE_WEIGHT = 0.1  # loss weight outside the face region (1 inside): keeps the rim sane, little more
+CRITIC_KEY = "critic"  # the critic's weights and Adam's moments, beside the colour net's in its optimizer file
+CRITIC_LR, CRITIC_BETAS = 2e-4, (0.5, 0.999)  # pix2pix's
 
 
 def train_color(config: ColorConfig, listeners: list[Listener] | tuple = (), stop: StopFlag | None = None, *,
@@ -128,6 +136,35 @@ class ColorSession(LoopSession):
         self.stats_mask = torch.from_numpy(face_region_mask(self.low, self.coverage)).to(self.device)
         self.donor_stats = torch.cat([self._all_stats(pool) for pool in self.pools.values()])
         self.preview_faces = {side: data.preview_faces(pool, config.preview_rows) for side, pool in self.pools.items()}
+        self.critic = None
+        if config.gan > 0:
+            self.critic = PatchCritic().to(self.device)
+            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=CRITIC_LR, betas=CRITIC_BETAS)
+            self.judge = cluster.wrap(self.critic)  # its gradients averaged over the processes, like the net's
+            self.load_critic()
+
+    def beside(self) -> dict | None:
+        if self.critic is None:
+            return None
+        return {CRITIC_KEY: {"weights": self.critic.state_dict(), "optimizer": self.critic_optimizer.state_dict()}}
+
+    def load_critic(self) -> None:
+        """The critic saved with the colour net's iteration (a resume, a rewind), else a fresh one goes on."""
+        if not self.state.iteration:
+            return
+        saved = checkpoint.load_beside(self.folder, self.state.iteration, self.device, self.FILES, CRITIC_KEY)
+        try:
+            self.critic.load_state_dict(saved["weights"])
+            self.critic_optimizer.load_state_dict(saved["optimizer"])
+        except (TypeError, KeyError, ValueError, RuntimeError) as err:
+            log.warning("%s: no critic saved with the colour net's iteration %d (%s): a fresh one starts",
+                        self.folder, self.state.iteration, err if saved is not None else "none kept")
+
+    def rewind(self) -> bool:
+        rewound = super().rewind()
+        if rewound and self.critic is not None:
+            self.load_critic()
+        return rewound
 
     def crops(self, faces_u8: torch.Tensor, pool: data.FacePool, generator: torch.Generator | None
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,7 +234,18 @@ class ColorSession(LoopSession):
             stats[side] = self.stats(inputs[side], small)
         with self.autocast:
             outputs = self.pair(inputs["a"], inputs["b"], stats["a"], stats["b"])
-        return self.descend([self.loss_fn(out.float(), targets[side]) for out, side in zip(outputs, SIDES, strict=True)])
+        losses = [self.loss_fn(out.float(), targets[side]) for out, side in zip(outputs, SIDES, strict=True)]
+        if self.critic is None:
+            return self.descend(losses)
+        fake = torch.cat([out.float() for out in outputs])
+        self.critic.requires_grad_(False)  # the net's step moves the net only
+        adversarial = generator_loss(self.critic, fake)
+        self.critic.requires_grad_(True)
+        reported = self.descend(losses, self.config.gan * adversarial)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss(self.judge, torch.cat([targets[side] for side in SIDES]), fake).backward()
+        self.critic_optimizer.step()
+        return reported
 
     @torch.no_grad()
     def preview(self) -> np.ndarray | None:

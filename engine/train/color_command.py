@@ -13,6 +13,7 @@ from engine.train.command import (
     add_loop_arguments,
     check_counts,
     check_device,
+    check_gan,
     check_minutes,
     is_main_process,
     losses_text,
@@ -29,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="total colour-net iterations to reach (default %(default)s)")
     p.add_argument("--scale", type=int, choices=(2, 4), default=d["scale"],
                    help="output size over the model's: 2 or 4 (default %(default)s; fixed once the net exists)")
+    p.add_argument("--gan", type=float, default=d["gan"], metavar="W",
+                   help="weight of a patch critic's loss beside the pixel loss: the net paints detail that looks "
+                        "real rather than the blur of every detail that could be there (default %(default)s: off)")
     p.add_argument("--resume", action="store_true", help="continue the colour net already in --model")
     add_loop_arguments(p, d)
 
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     check_counts(args, ("iterations", "batch_size", "save_every"))
     check_minutes(args.minutes)
     check_device(args.device)
-    config = ColorConfig(minutes=args.minutes, model_dir=args.model, faces_a=args.faces_a, faces_b=args.faces_b,
+    check_gan(args.gan, "--gan")
+    config = ColorConfig(gan=args.gan, minutes=args.minutes, model_dir=args.model, faces_a=args.faces_a, faces_b=args.faces_b,
                          iterations=args.iterations, scale=args.scale, batch_size=args.batch_size, lr=args.lr,
                          resume=args.resume, device=args.device, save_every=args.save_every,
                          preview_every=args.preview_every, precision=args.precision, seed=args.seed)

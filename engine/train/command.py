@@ -7,6 +7,7 @@ at once (every file is written atomically, so the folder still holds the last co
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 from collections.abc import Iterator
@@ -74,6 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the colour network's output size over the model's (default %(default)s)")
     p.add_argument("--color-iterations", type=int, default=d["color_iterations"],
                    help="colour-network iterations to reach after the model's (default %(default)s)")
+    p.add_argument("--color-gan", type=float, default=d["color_gan"], metavar="W",
+                   help="the colour network's patch-critic weight (`train-color --gan`; default %(default)s)")
 
 
 def add_loop_arguments(p: argparse.ArgumentParser, d: dict) -> None:
@@ -122,6 +125,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise UserError("pass both --faces-a and --faces-b (face set folders from `python -m engine extract`)")
     check_counts(args, ("iterations", "batch_size", "save_every", "color_iterations"))
     check_minutes(args.minutes)
+    check_gan(args.color_gan, "--color-gan")
     if args.id_weight < 0:
         raise UserError("--id-weight must be 0 (off) or more")
     if not 0 <= args.ema < 1:
@@ -139,7 +143,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         resume=args.resume, init_from=args.init_from, prior=args.prior,
         device=args.device, save_every=args.save_every, snapshot_every=args.snapshot_every,
         preview_every=args.preview_every, precision=args.precision, compile=args.compile, seed=args.seed,
-        color_net=args.color_net, color_scale=args.color_scale, color_iterations=args.color_iterations)
+        color_net=args.color_net, color_scale=args.color_scale, color_iterations=args.color_iterations,
+        color_gan=args.color_gan)
 
 
 def check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
@@ -157,6 +162,11 @@ def precision_name(text: str) -> str:
         return check(text)
     except UserError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def check_gan(weight: float, flag: str) -> None:
+    if not (weight >= 0 and math.isfinite(weight)):
+        raise UserError(f"{flag} {weight}: give the critic's weight, 0 (off) or more (e.g. 0.05)")
 
 
 def check_minutes(minutes: float | None) -> None:

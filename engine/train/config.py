@@ -37,7 +37,7 @@ class LoopConfig:
 class ColorConfig(LoopConfig):
     """The colour network's run on a trained swap model (engine.train.color)."""
 
-    RECORDED: ClassVar[tuple[str, ...]] = ("faces_a", "faces_b", "batch_size", "lr", "loss", "recolor", "seed")
+    RECORDED: ClassVar[tuple[str, ...]] = ("faces_a", "faces_b", "batch_size", "lr", "loss", "recolor", "gan", "seed")
 
     model_dir: str
     faces_a: str | None = None  # None: the face sets the swap model was trained on (its config.json)
@@ -52,6 +52,7 @@ class ColorConfig(LoopConfig):
     lr: float = 1e-3  # bench/color.py: at 2e-4 the net stayed below the classical path, at 1e-3 it beat it
     loss: str = "ssim_mse"  # bench/color.py: higher held-out PSNR and SSIM than "mae"
     recolor: float = 0.5  # share of inputs recoloured like a random face of either set
+    gan: float = 0.0  # weight of the patch critic's loss (engine.models.critic); 0: the pixel loss alone
     preview_rows: int = 3
     beta1: float = 0.5  # Adam's first-moment decay, as bench/color.py tuned it
     warmup: int = 0  # iterations of linear learning-rate warm-up
@@ -121,6 +122,7 @@ class TrainConfig(LoopConfig):
     color_net: bool = False  # then train the colour network (engine.train.color) on the finished model
     color_scale: int = ColorConfig.scale  # its output side / the model's: 2 or 4
     color_iterations: int = ColorConfig.iterations  # colour-net iterations to reach (its own count, resumable)
+    color_gan: float = ColorConfig.gan  # its patch critic's weight
 
 
 def defaults(config_class: type) -> dict:

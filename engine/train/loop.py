@@ -216,7 +216,12 @@ class LoopSession(ABC):
             self.write_checkpoint()
 
     def write_checkpoint(self) -> None:
-        checkpoint.save(self.folder, self.shown, self.optimizer, self.state, self.FILES, trained=self.trained)
+        checkpoint.save(self.folder, self.shown, self.optimizer, self.state, self.FILES, trained=self.trained,
+                        beside=self.beside())
+
+    def beside(self) -> dict | None:
+        """More training state a save keeps beside Adam's moments (`checkpoint.load_beside` reads it)."""
+        return None
 
     def weights_finite(self) -> bool:
         """Whether what a save writes (the trained weights and their average) is free of NaN and Inf."""
