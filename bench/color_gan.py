@@ -39,6 +39,7 @@ def main() -> int:
     p.add_argument("--from", dest="start", type=float, default=20.0, help="snapshot the net starts on (minutes)")
     p.add_argument("--minutes", type=float, default=10.0, help="the colour net's training time")
     p.add_argument("--gan", type=float, action="append", required=True, help="adversarial weight (0: plain net)")
+    p.add_argument("--scale", type=int, default=2, choices=(2, 4), help="the net's output over the model's side")
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -46,14 +47,15 @@ def main() -> int:
     _, _, train_a, train_b = likeness.prepare(args.work, args.pair)
     snapshot = args.work / "runs" / args.recipe / args.pair / "snapshots" / f"{args.start:g}min"
     for gan in args.gan:
-        folder = args.work / "color-gan" / args.pair / f"from{args.start:g}-gan{gan:g}"
+        folder = args.work / "color-gan" / args.pair / f"from{args.start:g}-gan{gan:g}-x{args.scale}"
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         for name in ("config.json", "model.safetensors"):
             shutil.copy2(snapshot / name, folder / name)
         config = ColorConfig(model_dir=str(folder), faces_a=str(train_a), faces_b=str(train_b), iterations=10**9,
-                             minutes=args.minutes, save_every=200, preview_every=200, gan=gan)
+                             minutes=args.minutes, save_every=200, preview_every=200, gan=gan,
+                             scale=args.scale)
         load = [os.getloadavg()[0]]
         began = time.time()
         result = train_color(config)
@@ -62,7 +64,7 @@ def main() -> int:
         figures = likeness.evaluate_snapshot(args.work, args.pair, folder, args.frames)
         load.append(os.getloadavg()[0])
         print(json.dumps({"pair": args.pair, "work": str(args.work), "from_min": args.start, "net_min": args.minutes,
-                          "gan": gan, "net_iterations": result.iteration, "status": result.status,
+                          "gan": gan, "scale": args.scale, "net_iterations": result.iteration, "status": result.status,
                           "train_s": round(trained), "load": load, **figures}), flush=True)
     return 0
 

@@ -300,7 +300,12 @@ def test_a_colour_training_with_a_critic_keeps_it_beside_its_optimizer_and_resum
     assert not any("critic" in k for k in net.state_dict())
 
 
-def test_a_critic_weight_below_zero_is_refused(swap_model, capsys):
+def test_a_critic_weight_below_zero_is_refused(swap_model, faceset_a, faceset_b, tmp_path, capsys):
     args = ["train-color", "--model", str(swap_model[0]), "--device", "cpu", "--gan", "-1"]
     assert cli_main(args) == 2
     assert "--gan -1" in capsys.readouterr().err
+    args = ["train", "--faces-a", str(faceset_a), "--faces-b", str(faceset_b), "--model", str(tmp_path / "m"),
+            "--device", "cpu", "--color-net", "--color-gan", "nan"]
+    assert cli_main(args) == 2
+    assert "--color-gan nan" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()  # refused before anything was written
