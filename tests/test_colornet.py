@@ -309,3 +309,18 @@ def test_a_critic_weight_below_zero_is_refused(swap_model, faceset_a, faceset_b,
     assert cli_main(args) == 2
     assert "--color-gan nan" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()  # refused before anything was written
+
+
+def test_the_colour_phase_of_train_stops_at_its_own_time_budget(faceset_a, faceset_b, tmp_path, capsys):
+    folder = tmp_path / "m"
+    result = train(TrainConfig(faces_a=str(faceset_a), faces_b=str(faceset_b), model_dir=str(folder), preset="lite",
+                               device="cpu", batch_size=2, iterations=2, save_every=2, preview_every=0, prior="none",
+                               color_net=True, color_iterations=10**6, color_minutes=0.01))
+    assert result.iteration == 2 and result.color.status == "done"
+    assert 0 < result.color.iteration < 10**6  # stopped by the 0.6 s, not by the iteration target
+    _, state, _ = load_checkpoint(folder, torch.device("cpu"), COLOR_FILES)
+    assert state.iteration == result.color.iteration and state.seconds >= 0.6
+    args = ["train", "--faces-a", str(faceset_a), "--faces-b", str(faceset_b), "--model", str(tmp_path / "n"),
+            "--device", "cpu", "--color-net", "--color-minutes", "0"]
+    assert cli_main(args) == 2
+    assert "--color-minutes must be more than 0" in capsys.readouterr().err

@@ -77,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="colour-network iterations to reach after the model's (default %(default)s)")
     p.add_argument("--color-gan", type=float, default=d["color_gan"], metavar="W",
                    help="the colour network's patch-critic weight (`train-color --gan`; default %(default)s)")
+    p.add_argument("--color-minutes", type=float, default=d["color_minutes"], metavar="N",
+                   help="the colour network's own time budget beside --color-iterations, whichever comes first "
+                        "(e.g. --minutes 20 --color-net --color-minutes 10 --color-iterations 100000)")
 
 
 def add_loop_arguments(p: argparse.ArgumentParser, d: dict) -> None:
@@ -125,6 +128,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise UserError("pass both --faces-a and --faces-b (face set folders from `python -m engine extract`)")
     check_counts(args, ("iterations", "batch_size", "save_every", "color_iterations"))
     check_minutes(args.minutes)
+    check_minutes(args.color_minutes, "--color-minutes")
     check_gan(args.color_gan, "--color-gan")
     if args.id_weight < 0:
         raise UserError("--id-weight must be 0 (off) or more")
@@ -144,7 +148,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         device=args.device, save_every=args.save_every, snapshot_every=args.snapshot_every,
         preview_every=args.preview_every, precision=args.precision, compile=args.compile, seed=args.seed,
         color_net=args.color_net, color_scale=args.color_scale, color_iterations=args.color_iterations,
-        color_gan=args.color_gan)
+        color_gan=args.color_gan, color_minutes=args.color_minutes)
 
 
 def check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
@@ -169,9 +173,9 @@ def check_gan(weight: float, flag: str) -> None:
         raise UserError(f"{flag} {weight}: give the critic's weight, 0 (off) or more (e.g. 0.05)")
 
 
-def check_minutes(minutes: float | None) -> None:
+def check_minutes(minutes: float | None, flag: str = "--minutes") -> None:
     if minutes is not None and not minutes > 0:
-        raise UserError("--minutes must be more than 0")
+        raise UserError(f"{flag} must be more than 0")
 
 
 def minute_marks(text: str) -> tuple[float, ...]:

@@ -123,6 +123,9 @@ class TrainConfig(LoopConfig):
     color_scale: int = ColorConfig.scale  # its output side / the model's: 2 or 4
     color_iterations: int = ColorConfig.iterations  # colour-net iterations to reach (its own count, resumable)
     color_gan: float = ColorConfig.gan  # its patch critic's weight
+    # its own time budget beside color_iterations (whichever comes first): `--minutes 20 --color-net
+    # --color-minutes 10` is the 20 + 10 split of docs/benchmarks.md, "A critic for the colour/SR net"
+    color_minutes: float | None = None
 
 
 def defaults(config_class: type) -> dict:
