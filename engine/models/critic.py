@@ -5,8 +5,8 @@ be under a blurry face, which is softer than the real one. A critic that tells r
 net's output, patch by patch (pix2pix's PatchGAN, DeepFaceLab's "GAN power"), makes a sharp, plausible
 eye or brow cheaper for the net than a soft one. Spectral normalisation keeps the critic smooth enough
 to train beside the net without a schedule of its own. Measured at equal time (docs/benchmarks.md, "A
-critic for the colour/SR net"): at weight 0.05, sharpness +0.02 on one shared pair, level on the other,
-so it is a choice (`train-color --gan`), off by default.
+critic for the colour/SR net"): at weight 0.05 for ten CPU-minutes, sharpness +0.004 to +0.02 on one
+shared pair, level on the other, so it is a choice (`train-color --gan`), off by default.
 
 It lives only in training: its weights and Adam's moments are kept beside the colour net's optimizer
 (a resume goes on with the same adversary); the swap never loads it.

@@ -32,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output size over the model's: 2 or 4 (default %(default)s; fixed once the net exists)")
     p.add_argument("--gan", type=float, default=d["gan"], metavar="W",
                    help="weight of a patch critic's loss beside the pixel loss, so the net paints detail that "
-                        "looks real (DeepFaceLab's GAN power; at 0.05 sharpness +0.02 on one shared pair, level on "
-                        "the other: docs/benchmarks.md; default %(default)s: off)")
+                        "looks real (DeepFaceLab's GAN power; in ten CPU-minutes at 0.05 no sharper on the shared "
+                        "pairs: docs/benchmarks.md; default %(default)s: off)")
     p.add_argument("--resume", action="store_true", help="continue the colour net already in --model")
     add_loop_arguments(p, d)
 
