@@ -153,12 +153,16 @@ class ColorSession(LoopSession):
         if not self.state.iteration:
             return
         saved = checkpoint.load_beside(self.folder, self.state.iteration, self.device, self.FILES, CRITIC_KEY)
-        try:
-            self.critic.load_state_dict(saved["weights"])
-            self.critic_optimizer.load_state_dict(saved["optimizer"])
-        except (TypeError, KeyError, ValueError, RuntimeError) as err:
+        why = "none kept" if saved is None else None
+        if saved is not None:
+            try:
+                self.critic.load_state_dict(saved["weights"])
+                self.critic_optimizer.load_state_dict(saved["optimizer"])
+            except (TypeError, KeyError, ValueError, RuntimeError) as err:
+                why = str(err)
+        if why is not None:
             log.warning("%s: no critic saved with the colour net's iteration %d (%s): a fresh one starts",
-                        self.folder, self.state.iteration, err if saved is not None else "none kept")
+                        self.folder, self.state.iteration, why)
 
     def rewind(self) -> bool:
         rewound = super().rewind()
