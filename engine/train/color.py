@@ -60,7 +60,6 @@ from .config import ColorConfig, recorded
 from .loop import SIDES, LoopSession, TrainResult, drive, held_folder, joined, require_sides
 from .losses import WeightedLoss, make_loss
 from .preview import write_preview
-from .stability import Motion, stability_loss
 
 __all__ = ["ColorConfig", "ColorSession", "train_color"]
 
@@ -237,29 +236,16 @@ class ColorSession(LoopSession):
             small, targets[side] = self.crops(self.samplers[side].next(), pool, self.augment_gen)
             inputs[side] = self.recolor(self.reconstruct(small, side))
             stats[side] = self.stats(inputs[side], small)
-        motions = {}
-        if self.config.stability > 0:  # the moved inputs ride in the same forward pass (engine.train.stability)
-            for side in SIDES:
-                motions[side] = Motion.draw(len(inputs[side]), self.augment_gen, self.device)
-                inputs[side] = torch.cat([inputs[side], motions[side].apply(inputs[side])])
-                stats[side] = None if stats[side] is None else torch.cat([stats[side], stats[side]])
         with self.autocast:
-            outputs = [out.float() for out in self.pair(inputs["a"], inputs["b"], stats["a"], stats["b"])]
-        extra = None
-        if motions:
-            halves = [out.chunk(2) for out in outputs]
-            outputs = [plain for plain, _ in halves]
-            extra = self.config.stability * sum(
-                stability_loss(plain, moved, motions[side], self.model.scale)
-                for (plain, moved), side in zip(halves, SIDES, strict=True)) / len(SIDES)
-        losses = [self.loss_fn(out, targets[side]) for out, side in zip(outputs, SIDES, strict=True)]
+            outputs = self.pair(inputs["a"], inputs["b"], stats["a"], stats["b"])
+        losses = [self.loss_fn(out.float(), targets[side]) for out, side in zip(outputs, SIDES, strict=True)]
         if self.critic is None:
-            return self.descend(losses, extra)
-        fake = torch.cat(outputs)
+            return self.descend(losses)
+        fake = torch.cat([out.float() for out in outputs])
         self.critic.requires_grad_(False)  # the net's step moves the net only
-        adversarial = self.config.gan * generator_loss(self.critic, fake)
+        adversarial = generator_loss(self.critic, fake)
         self.critic.requires_grad_(True)
-        reported = self.descend(losses, adversarial if extra is None else adversarial + extra)
+        reported = self.descend(losses, self.config.gan * adversarial)
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss(self.judge, torch.cat([targets[side] for side in SIDES]), fake).backward()
         self.critic_optimizer.step()

@@ -13,8 +13,8 @@ from engine.train.command import (
     add_loop_arguments,
     check_counts,
     check_device,
+    check_gan,
     check_minutes,
-    check_weight,
     is_main_process,
     losses_text,
 )
@@ -34,10 +34,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of a patch critic's loss beside the pixel loss, so the net paints detail that "
                         "looks real (DeepFaceLab's GAN power; in ten CPU-minutes at 0.05 no sharper on the shared "
                         "pairs: docs/benchmarks.md; default %(default)s: off)")
-    p.add_argument("--stability", type=float, default=d["stability"], metavar="W",
-                   help="weight of a single-frame temporal regulariser (Eilertsen et al. 2019): the net's output "
-                        "of a slightly moved face must be its output moved, so video shimmers less "
-                        "(default %(default)s: off)")
     p.add_argument("--resume", action="store_true", help="continue the colour net already in --model")
     add_loop_arguments(p, d)
 
@@ -50,9 +46,8 @@ def run(args: argparse.Namespace) -> int:
     check_counts(args, ("iterations", "batch_size", "save_every"))
     check_minutes(args.minutes)
     check_device(args.device)
-    check_weight(args.gan, "--gan", "the critic", 0.05)
-    check_weight(args.stability, "--stability", "the temporal regulariser", 1.0)
-    config = ColorConfig(gan=args.gan, stability=args.stability, minutes=args.minutes, model_dir=args.model, faces_a=args.faces_a, faces_b=args.faces_b,
+    check_gan(args.gan, "--gan")
+    config = ColorConfig(gan=args.gan, minutes=args.minutes, model_dir=args.model, faces_a=args.faces_a, faces_b=args.faces_b,
                          iterations=args.iterations, scale=args.scale, batch_size=args.batch_size, lr=args.lr,
                          resume=args.resume, device=args.device, save_every=args.save_every,
                          preview_every=args.preview_every, precision=args.precision, seed=args.seed)

@@ -77,9 +77,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="colour-network iterations to reach after the model's (default %(default)s)")
     p.add_argument("--color-gan", type=float, default=d["color_gan"], metavar="W",
                    help="the colour network's patch-critic weight (`train-color --gan`; default %(default)s)")
-    p.add_argument("--color-stability", type=float, default=d["color_stability"], metavar="W",
-                   help="the colour network's temporal regulariser weight (`train-color --stability`; "
-                        "default %(default)s)")
     p.add_argument("--color-minutes", type=float, default=d["color_minutes"], metavar="N",
                    help="the colour network's own time budget beside --color-iterations, whichever comes first "
                         "(e.g. --minutes 20 --color-net --color-minutes 10 --color-iterations 100000)")
@@ -132,8 +129,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     check_counts(args, ("iterations", "batch_size", "save_every", "color_iterations"))
     check_minutes(args.minutes)
     check_minutes(args.color_minutes, "--color-minutes")
-    check_weight(args.color_gan, "--color-gan", "the critic", 0.05)
-    check_weight(args.color_stability, "--color-stability", "the temporal regulariser", 1.0)
+    check_gan(args.color_gan, "--color-gan")
     if args.id_weight < 0:
         raise UserError("--id-weight must be 0 (off) or more")
     if not 0 <= args.ema < 1:
@@ -152,7 +148,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         device=args.device, save_every=args.save_every, snapshot_every=args.snapshot_every,
         preview_every=args.preview_every, precision=args.precision, compile=args.compile, seed=args.seed,
         color_net=args.color_net, color_scale=args.color_scale, color_iterations=args.color_iterations,
-        color_gan=args.color_gan, color_stability=args.color_stability, color_minutes=args.color_minutes)
+        color_gan=args.color_gan, color_minutes=args.color_minutes)
 
 
 def check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
@@ -172,10 +168,9 @@ def precision_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
-def check_weight(weight: float, flag: str, what: str, example: float) -> None:
-    """A loss term's weight from the command line: 0 (off) or more, and a number."""
+def check_gan(weight: float, flag: str) -> None:
     if not (weight >= 0 and math.isfinite(weight)):
-        raise UserError(f"{flag} {weight}: give {what}'s weight, 0 (off) or more (e.g. {example:g})")
+        raise UserError(f"{flag} {weight}: give the critic's weight, 0 (off) or more (e.g. 0.05)")
 
 
 def check_minutes(minutes: float | None, flag: str = "--minutes") -> None:

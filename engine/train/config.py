@@ -37,8 +37,7 @@ class LoopConfig:
 class ColorConfig(LoopConfig):
     """The colour network's run on a trained swap model (engine.train.color)."""
 
-    RECORDED: ClassVar[tuple[str, ...]] = ("faces_a", "faces_b", "batch_size", "lr", "loss", "recolor", "gan", "stability",
-                                           "seed")
+    RECORDED: ClassVar[tuple[str, ...]] = ("faces_a", "faces_b", "batch_size", "lr", "loss", "recolor", "gan", "seed")
 
     model_dir: str
     faces_a: str | None = None  # None: the face sets the swap model was trained on (its config.json)
@@ -54,9 +53,6 @@ class ColorConfig(LoopConfig):
     loss: str = "ssim_mse"  # bench/color.py: higher held-out PSNR and SSIM than "mae"
     recolor: float = 0.5  # share of inputs recoloured like a random face of either set
     gan: float = 0.0  # weight of the patch critic's loss (engine.models.critic); 0: the pixel loss alone
-    # weight of the single-frame temporal regulariser (engine.train.stability): the output of a slightly
-    # moved input against the moved output; 0: off
-    stability: float = 0.0
     preview_rows: int = 3
     beta1: float = 0.5  # Adam's first-moment decay, as bench/color.py tuned it
     warmup: int = 0  # iterations of linear learning-rate warm-up
@@ -127,7 +123,6 @@ class TrainConfig(LoopConfig):
     color_scale: int = ColorConfig.scale  # its output side / the model's: 2 or 4
     color_iterations: int = ColorConfig.iterations  # colour-net iterations to reach (its own count, resumable)
     color_gan: float = ColorConfig.gan  # its patch critic's weight
-    color_stability: float = ColorConfig.stability  # its temporal regulariser's weight
     # its own time budget beside color_iterations (whichever comes first): `--minutes 20 --color-net
     # --color-minutes 10` is the 20 + 10 split of docs/benchmarks.md, "A critic for the colour/SR net"
     color_minutes: float | None = None

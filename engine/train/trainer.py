@@ -196,7 +196,7 @@ def _color_phase(config: TrainConfig, session: Session, listeners: list[Listener
     """The colour net on the finished model, in the same processes, with the face sets already loaded."""
     color_config = ColorConfig(**loop_settings(config), model_dir=config.model_dir, faces_a=config.faces_a, faces_b=config.faces_b,
                                iterations=config.color_iterations, scale=config.color_scale, gan=config.color_gan,
-                               stability=config.color_stability, minutes=config.color_minutes,
+                               minutes=config.color_minutes,
                                batch_size=config.batch_size, preview_rows=config.preview_rows)
     return train_color(color_config, listeners, stop, cluster=session.cluster, swap_model=session.shown,
                        pools=session.pools)

@@ -47,7 +47,6 @@ NOT_SHOWN = {
     "prior": "auto: the preset's shipped prior, which the preset's description names",
     "preview_rows": "the preview grid is sized for the page", "compile": "torch.compile: slow to start, a CLI experiment",
     "color_net": COLOUR_NET, "color_scale": COLOUR_NET, "color_iterations": COLOUR_NET, "color_gan": COLOUR_NET,
-    "color_stability": COLOUR_NET,
     "color_minutes": COLOUR_NET,
     "report_every": "the engine picks it for the device (each report syncs a GPU)",
     "seed": "fixed, so that runs compare", "max_rewinds": "the engine's guard against NaN/Inf losses",
