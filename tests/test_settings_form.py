@@ -138,7 +138,7 @@ def test_a_new_engine_field_shows_as_missing_until_the_page_declares_it():
 
     with gr.Blocks():
         form = SettingsForm(Sharper, not_shown={"min_score": "x"})
-        for name in ("direction", "color", "color_strength", "detail", "blend", "erode", "blur", "faces",
+        for name in ("direction", "color", "color_strength", "detail", "feature_detail", "blend", "erode", "blur", "faces",
                      "watermark"):
             form.add(name, gr.Textbox)
         assert form.missing() == ["sharpen"]

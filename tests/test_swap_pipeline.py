@@ -125,6 +125,8 @@ def test_blend_modes_and_mask_settings_change_what_they_should(swapper, frame, m
         blurred = swapper.swap_at_landmarks([frame], faces)[1][0][0]
         swapper.update(SwapSettings(blend="poisson", color="none", detail=1.0))
         detailed = swapper.swap_at_landmarks([frame], faces)[0][0]
+        swapper.update(SwapSettings(blend="poisson", color="none", feature_detail=0.0))
+        bare = swapper.swap_at_landmarks([frame], faces)[0][0]
     finally:
         swapper.update(SwapSettings())
     core = _core(face, frame.shape)
@@ -142,12 +144,14 @@ def test_blend_modes_and_mask_settings_change_what_they_should(swapper, frame, m
     texture = {m: np.abs(out[core].astype(float) - frame[core]).mean() for m, out in outs.items()}
     assert texture["poisson-mixed"] < texture["poisson"], texture
     assert eroded.region(frame.shape).sum() < 0.85 * region.sum()
-    # the frame's fine detail: sharper inside the face, nothing changed outside it
-    assert np.array_equal(detailed[~region], frame[~region])
+    # the frame's fine detail: sharper inside the face, nothing changed outside it; by default only the finest
+    # band on the features, with --detail the skin's band too
+    assert np.array_equal(detailed[~region], frame[~region]) and np.array_equal(bare[~region], frame[~region])
     size = face.mask.shape[0]
     sharp = {k: sharpness_ratio(align.warp_face(v, face.matrix, size), align.warp_face(frame, face.matrix, size),
-                                face.mask) for k, v in (("plain", outs["poisson"]), ("detail", detailed))}
-    assert sharp["detail"] > 2 * sharp["plain"], sharp  # 0.05 -> 0.19 when written
+                                face.mask) for k, v in (("bare", bare), ("default", outs["poisson"]), ("detail", detailed))}
+    assert sharp["default"] > 3 * sharp["bare"], sharp  # 0.07 -> 0.52 when written (an untrained model's blur)
+    assert sharp["detail"] > 1.2 * sharp["default"], sharp  # 0.74: the skin's band on top
     soft = blurred.mask[(blurred.mask > 0) & (blurred.mask < 1)].size
     assert soft > face.mask[(face.mask > 0) & (face.mask < 1)].size
 

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detail", type=float, default=swap.detail, metavar="F",
                    help="share of the frame's own fine detail (skin texture, grain) finer than the new face's "
                         "pixels, added to it: 0 (off) to 1 (default: %(default)s)")
+    p.add_argument("--feature-detail", type=float, default=swap.feature_detail, metavar="F",
+                   help="share of the frame's finest detail (finer than twice the new face's pixels) on the eyes, "
+                        "brows, nose and mouth: 0 (off) to 1 (default: %(default)s)")
     p.add_argument("--blend", default=swap.blend, metavar="MODE",
                    help="poisson (seamless), poisson-mixed (keeps frame texture) or alpha (default: %(default)s)")
     p.add_argument("--erode", type=int, default=swap.erode, metavar="PX",
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     use_threads(args.threads)
     jobs = plan_outputs(args.inputs, Path(args.out))
     settings = SwapSettings(direction=args.direction, color=args.color, color_strength=args.color_strength,
-                            detail=args.detail, blend=args.blend, erode=args.erode, blur=args.blur, faces=args.faces,
+                            detail=args.detail, feature_detail=args.feature_detail, blend=args.blend, erode=args.erode, blur=args.blur, faces=args.faces,
                             watermark=args.watermark)
     settings.check()
     swapper = Swapper(args.model, settings, device=args.device, detector=args.detector,

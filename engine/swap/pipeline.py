@@ -227,9 +227,9 @@ class Swapper:
                 mask = self._blend_mask(None if learned is None else learned[k])
                 matrix = align.alignment_matrix(points, size, self.coverage)
                 face = faces[k]
-                if self._settings.detail > 0:
+                if self._settings.detail > 0 or self._settings.feature_detail > 0:
                     face = with_detail(face, align.warp_face(frames[i], matrix, size), self.face_size,
-                                       self._settings.detail, self._skin(size))
+                                       self._settings.detail, self._skin(size), self._settings.feature_detail)
                 if steady is not None:
                     face = with_steady_shading(face, partial(steady, i, j, "shading"))
                 mode = self._settings.blend

@@ -44,6 +44,12 @@ class SwapSettings:
     color_strength: float = field(default=1.0, metadata={"range": (0.0, 1.0)})
     # share of the destination's fine detail, above what the new face's pixels carry (engine.swap.detail)
     detail: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
+    # share of the destination's finest detail (above twice the new face's pixels) on the eyes with their brows,
+    # the nose and the mouth, where the face's edges are. 1 by default: on both shared pairs it took the 30-minute
+    # models' sharpness from 0.076 / 0.083 to 0.315 / 0.503 with verified as B 1.00 and distance moved level
+    # (0.871 -> 0.874, 1.008 -> 1.004), the same at 10 and 20 minutes; flicker +0.07 / +0.08, what any face that
+    # much sharper scores (docs/benchmarks.md, "Finer detail on the features")
+    feature_detail: float = field(default=1.0, metadata={"range": (0.0, 1.0)})
     blend: str = "poisson"
     # px of the BLEND_SIZE crop; negative grows the mask. Grown 8 px by default: the template mask stops
     # short of the brows and jaw, and pasting that much more of the new face moved the judged identity
@@ -71,6 +77,9 @@ class SwapSettings:
         low, high = value_range(self, "detail")
         if not low <= self.detail <= high:
             raise UserError(f"--detail {self.detail}: use a value from {low:g} (off) to {high:g} (all of it)")
+        low, high = value_range(self, "feature_detail")
+        if not low <= self.feature_detail <= high:
+            raise UserError(f"--feature-detail {self.feature_detail}: use a value from {low:g} (off) to {high:g}")
         if self.blend not in BLEND_MODES:
             raise UserError(f"--blend {self.blend!r}: use one of {', '.join(BLEND_MODES)}")
         low, high = value_range(self, "erode")

@@ -46,6 +46,9 @@ def render(studio: Studio) -> SimpleNamespace:
         form.add("color_strength", gr.Slider, step=0.05, label="Colour strength", elem_id="swap-strength")
         form.add("detail", gr.Slider, step=0.05, label="Frame detail",
                  info="the frame's own skin texture and grain, finer than the model's pixels", elem_id="swap-detail")
+        form.add("feature_detail", gr.Slider, step=0.05, label="Feature detail",
+                 info="the frame's finest detail on the eyes, nose and mouth, where the face's edges are",
+                 elem_id="swap-feature-detail")
         form.add("blend", gr.Dropdown, choices=list(BLEND_MODES), label="Blending", elem_id="swap-blend")
         form.add("erode", gr.Slider, step=1, label="Mask erosion (px)",
                  info="positive shrinks the pasted area, negative grows it", elem_id="swap-erode")
