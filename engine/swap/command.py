@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of the frame's own fine detail (skin texture, grain) finer than the new face's "
                         "pixels, added to it: 0 (off) to 1 (default: %(default)s)")
     p.add_argument("--feature-detail", type=float, default=swap.feature_detail, metavar="F",
-                   help="share of the frame's finest detail (finer than twice the new face's pixels) on the eyes, "
+                   help="share of the frame's finest detail (finer than twice the model's pixels) on the eyes, "
                         "brows, nose and mouth: 0 (off) to 1 (default: %(default)s)")
     p.add_argument("--blend", default=swap.blend, metavar="MODE",
                    help="poisson (seamless), poisson-mixed (keeps frame texture) or alpha (default: %(default)s)")

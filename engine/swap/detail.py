@@ -54,18 +54,21 @@ FEATURE_BAND = 2  # the features take only the detail finer than this many times
 
 
 def with_detail(face: np.ndarray, destination: np.ndarray, carried: int, strength: float,
-                weight: np.ndarray | None = None, features: float = 0.0) -> np.ndarray:
+                weight: np.ndarray | None = None, features: float = 0.0,
+                features_carried: int | None = None) -> np.ndarray:
     """`face` (S, S, 3) uint8 plus the destination crop's luminance detail, on every channel alike (the
     destination's colour never leaks into the new face): `strength` of the band above `carried` px, times
     `weight` (S, S) where given (`skin_weight`: the skin between the features); and `features` of the finer
-    band above FEATURE_BAND x `carried` px on the rest (the eyes, brows, nose and mouth, where the face's
-    edges are). Dlib reads identity in the features' band between the two (docs/benchmarks.md, "Detail
-    from the frame": taking it cost verified frames), not above it ("Finer detail on the features")."""
+    band above `features_carried` px (default FEATURE_BAND x `carried`) on the rest (the eyes, brows, nose
+    and mouth, where the face's edges are). Dlib reads identity in the features' band between 64 and 128 px
+    (docs/benchmarks.md, "Detail from the frame": taking it cost verified frames), not above it ("Finer
+    detail on the features")."""
+    finest = FEATURE_BAND * carried if features_carried is None else features_carried
     band = np.zeros(destination.shape[:2], np.float32)
     if strength > 0.0:
         band += strength * fine_detail(destination, carried) * (1.0 if weight is None else weight)
     if features > 0.0 and weight is not None:
-        band += features * fine_detail(destination, FEATURE_BAND * carried) * (1.0 - weight)
+        band += features * fine_detail(destination, finest) * (1.0 - weight)
     if not band.any():
         return face
     return np.clip(np.rint(face.astype(np.float32) + band[..., None]), 0, 255).astype(np.uint8)

@@ -47,7 +47,7 @@ from engine.provenance import watermark
 from engine.provenance.record import Provenance, for_output, model_id, payload_for
 from engine.swap.blend import blend
 from engine.swap.color import correct_faces, to_tensor, to_uint8
-from engine.swap.detail import skin_weight, with_detail
+from engine.swap.detail import FEATURE_BAND, skin_weight, with_detail
 from engine.swap.masks import blend_mask
 from engine.swap.membrane import solve_membrane, with_membrane
 from engine.swap.selection import FaceSelector
@@ -228,8 +228,11 @@ class Swapper:
                 matrix = align.alignment_matrix(points, size, self.coverage)
                 face = faces[k]
                 if self._settings.detail > 0 or self._settings.feature_detail > 0:
+                    # the skin's band starts above what the pasted face carries, the features' above twice the
+                    # model's own pixels, whatever the colour mode (so `--color-strength 0` stays Reinhard's face)
                     face = with_detail(face, align.warp_face(frames[i], matrix, size), self.face_size,
-                                       self._settings.detail, self._skin(size), self._settings.feature_detail)
+                                       self._settings.detail, self._skin(size), self._settings.feature_detail,
+                                       FEATURE_BAND * self.resolution)
                 if steady is not None:
                     face = with_steady_shading(face, partial(steady, i, j, "shading"))
                 mode = self._settings.blend

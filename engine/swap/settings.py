@@ -44,7 +44,7 @@ class SwapSettings:
     color_strength: float = field(default=1.0, metadata={"range": (0.0, 1.0)})
     # share of the destination's fine detail, above what the new face's pixels carry (engine.swap.detail)
     detail: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
-    # share of the destination's finest detail (above twice the new face's pixels) on the eyes with their brows,
+    # share of the destination's finest detail (above twice the model's pixels) on the eyes with their brows,
     # the nose and the mouth, where the face's edges are. 1 by default: on both shared pairs it took the 30-minute
     # models' sharpness from 0.076 / 0.083 to 0.315 / 0.503 with verified as B 1.00 and distance moved level
     # (0.871 -> 0.874, 1.008 -> 1.004), the same at 10 and 20 minutes; flicker +0.07 / +0.08, what any face that
