@@ -166,6 +166,8 @@ def test_settings_change_without_reloading_and_bad_ones_are_refused(swapper, fra
         swapper.update(faces="like:/nowhere.jpg")
     with pytest.raises(UserError, match="--detail 1.5"):
         swapper.update(detail=1.5)
+    with pytest.raises(UserError, match="--feature-detail -0.1"):
+        swapper.update(feature_detail=-0.1)
     assert swapper.settings == SwapSettings()  # a refused change keeps the old settings
     try:
         swapper.update(direction="b2a")

@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     use_threads(args.threads)
     jobs = plan_outputs(args.inputs, Path(args.out))
     settings = SwapSettings(direction=args.direction, color=args.color, color_strength=args.color_strength,
-                            detail=args.detail, feature_detail=args.feature_detail, blend=args.blend, erode=args.erode, blur=args.blur, faces=args.faces,
-                            watermark=args.watermark)
+                            detail=args.detail, feature_detail=args.feature_detail, blend=args.blend,
+                            erode=args.erode, blur=args.blur, faces=args.faces, watermark=args.watermark)
     settings.check()
     swapper = Swapper(args.model, settings, device=args.device, detector=args.detector,
                       detect_size=args.detect_size)

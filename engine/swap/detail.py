@@ -50,7 +50,7 @@ def skin_weight(size: int, coverage: float) -> np.ndarray:
     return 1.0 - np.clip(features, 0, 1)
 
 
-FEATURE_BAND = 2  # the features take only the detail finer than this many times the new face's pixels
+FEATURE_BAND = 2  # the features take only the detail finer than this many times the model's pixels
 
 
 def with_detail(face: np.ndarray, destination: np.ndarray, carried: int, strength: float,
