@@ -47,8 +47,8 @@ class SwapSettings:
     # share of the destination's finest detail (above twice the model's pixels) on the eyes with their brows,
     # the nose and the mouth, where the face's edges are. 1 by default: on both shared pairs it took the 30-minute
     # models' sharpness from 0.076 / 0.083 to 0.315 / 0.503 with verified as B 1.00 and distance moved level
-    # (0.871 -> 0.874, 1.008 -> 1.004), the same at 10 and 20 minutes; flicker +0.07 / +0.08, what any face that
-    # much sharper scores (docs/benchmarks.md, "Finer detail on the features")
+    # (0.871 -> 0.874, 1.008 -> 1.004), the same at 10 and 20 minutes; flicker +0.07 / +0.08, less than a face that
+    # cannot shimmer pays in that figure for that much sharpness (docs/benchmarks.md, "Finer detail on the features")
     feature_detail: float = field(default=1.0, metadata={"range": (0.0, 1.0)})
     blend: str = "poisson"
     # px of the BLEND_SIZE crop; negative grows the mask. Grown 8 px by default: the template mask stops
