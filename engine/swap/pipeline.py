@@ -226,18 +226,22 @@ class Swapper:
             with self.clock("blend"):
                 mask = self._blend_mask(None if learned is None else learned[k])
                 matrix = align.alignment_matrix(points, size, self.coverage)
-                face = faces[k]
+                face, frame_crop = faces[k], None
                 if self._settings.detail > 0 or self._settings.feature_detail > 0:
                     # the skin's band starts above what the pasted face carries, the features' above twice the
                     # model's own pixels, whatever the colour mode (so `--color-strength 0` stays Reinhard's face)
-                    face = with_detail(face, align.warp_face(frames[i], matrix, size), self.face_size,
+                    frame_crop = align.warp_face(frames[i], matrix, size)
+                    face = with_detail(face, frame_crop, self.face_size,
                                        self._settings.detail, self._skin(size), self._settings.feature_detail,
                                        FEATURE_BAND * self.resolution)
                 if steady is not None:
                     face = with_steady_shading(face, partial(steady, i, j, "shading"))
                 mode = self._settings.blend
                 if mode == "poisson":  # the membrane in the aligned crop, over what is pasted already
-                    membrane = solve_membrane(face, align.warp_face(outputs[i], matrix, size), mask)
+                    # until a face is pasted in this frame its output is the frame itself, whose crop is cut
+                    under = frame_crop if frame_crop is not None and not placed[i] else \
+                        align.warp_face(outputs[i], matrix, size)
+                    membrane = solve_membrane(face, under, mask)
                     face = with_membrane(face, membrane if steady is None else steady(i, j, "membrane", membrane))
                     mode = "alpha"
                 outputs[i] = self._paste(outputs[i], face, matrix, mask, mode)
