@@ -156,14 +156,15 @@ def test_embed_marks_in_place_and_is_deterministic(photos, marked):
 
 
 def _clip_readings(frames: int, gain: float, *, start: int = 0, bias: float = 1.0, noise: float = 1.0,
-                   seed: int = 0) -> list[tuple[int, np.ndarray]]:
+                   seed: int = 0, marked=watermark.symbols) -> list[tuple[int, np.ndarray]]:
     """(index in the attacked clip, soft bits) of a talking head as the reader sees it (the figures measured on
     talk1, docs/benchmarks.md): the face's own projection on each bit, the same in every frame (`bias` noise
     deviations RMS), the mark's `gain` a face times its frame's code, and frame-to-frame noise. `start`
-    frames were cut off the clip's start, so its frame `start` is the reader's index 0."""
+    frames were cut off the clip's start, so its frame `start` is the reader's index 0. `marked`: the symbols
+    the frames carry (`watermark.eased_symbols`: what `embed` puts)."""
     rng = np.random.default_rng(seed)
     own = rng.normal(0.0, bias, PAYLOAD_BITS)
-    return [(t - start, own + gain * watermark.symbols(t, PAYLOAD) + rng.normal(0.0, noise, PAYLOAD_BITS))
+    return [(t - start, own + gain * marked(t, PAYLOAD) + rng.normal(0.0, noise, PAYLOAD_BITS))
             for t in range(start, frames)]
 
 
@@ -209,6 +210,21 @@ def test_decoding_the_clip_whole_reads_a_faint_mark():
     assert per_face < 0.6
 
 
+def test_eased_mark_fades_through_its_flips_and_still_decodes():
+    """What `embed` marks: each group's sign, the whole of it inside a block and in a photo (frame 0), faded
+    over four frames where it flips (no step larger than a third of a hard flip's); a clip marked so, with the
+    hard sign's gain, still decodes exactly and is found by the unchanged reader."""
+    hard = np.array([watermark.symbols(t, PAYLOAD) for t in range(300)])
+    eased = np.array([watermark.eased_symbols(t, PAYLOAD) for t in range(300)])
+    assert np.array_equal(eased[0], hard[0]) and np.array_equal(eased[3:5], hard[3:5])
+    assert np.array_equal(np.sign(eased), hard)
+    assert np.abs(np.diff(hard, axis=0)).max() == 2.0
+    assert np.abs(np.diff(eased, axis=0)).max() <= 2.0 / 3.0 + 1e-9
+    assert 0.75 < np.abs(eased).mean() < 0.9  # the mark the fades cost
+    reading = watermark.combine(_clip_readings(160, gain=0.2, bias=1.5, seed=5, marked=watermark.eased_symbols))
+    assert reading.payload == PAYLOAD and reading.found and reading.offset == 0, reading.statistic
+
+
 def test_code_cancels_the_faces_own_projection():
     """A face's own projection larger than the mark's gain, the same in every frame: summed by the code the
     clip reads its exact payload and is found; summed plainly (a mark without the code) it is not exact."""
@@ -241,3 +257,16 @@ def test_a_photo_is_read_as_is():
     reading = watermark.combine([(0, 3.0 * signs * watermark.code(0))])
     assert not reading.coded and reading.payload == PAYLOAD and reading.found
     assert reading.chance == pytest.approx(1 / 2 ** 16)
+
+
+def test_marked_face_changes_little_from_frame_to_frame_at_a_flip(photos):
+    """On a real face, the mark's change from frame 7 to 8 (where every group's sign flips) is a fraction of
+    the whole flip between the blocks' middles (frames 3 and 11): no pulse of twice the mark in one frame."""
+    _, rgb, landmarks = photos[0]
+
+    def marked(index: int) -> np.ndarray:
+        return watermark.embed(rgb.copy(), landmarks, PAYLOAD, index=index).astype(np.float32)
+
+    whole = np.abs(marked(3) - marked(11)).mean()
+    assert whole > 0
+    assert np.abs(marked(7) - marked(8)).mean() < 0.5 * whole

@@ -73,6 +73,7 @@ SIGNATURE_BITS = 16
 TAG_BITS = PAYLOAD_BITS - SIGNATURE_BITS  # what a video's reader decodes; the signature is known to it
 FOUND_AT = 15  # signature bits (of 16) that must agree before a photo's mark counts as found: 2.6e-4 by chance
 CODE_BLOCK = 8  # frames: the mark's sign holds for a block, then flips for the next (a pair of blocks: +- or -+)
+EASE = (1, 2, 3, 2, 1)  # weights over frames index-2..index+2 of the marked sign: a flip fades over four frames
 CODE_PAIRS = 4096  # keyed pair signs before the code repeats (8.7 minutes at 30 fps, blocks of 8)
 CODE_KEY = KEY + 1  # seed of the pair signs
 MASK_KEY = KEY + 2  # seed of the symbols' parity masks (pair 0's are the payload's own bits)
@@ -127,6 +128,18 @@ def message(index: int, payload: int) -> np.ndarray:
 def symbols(index: int, payload: int) -> np.ndarray:
     """(32,) each group's sign in frame `index` of a video marked with `payload`: `code` times `message`."""
     return code(index) * message(index, payload)
+
+
+def eased_symbols(index: int, payload: int) -> np.ndarray:
+    """(32,) in [-1, 1]: `symbols` averaged over the frames around `index` with the weights `EASE` (frames
+    before 0 count as frame 0), what `embed` marks. Inside a block it is the sign itself (a photo, frame 0,
+    gets the whole mark); where a group's sign flips, the mark fades through it over a few frames instead of
+    jumping by twice its amplitude from one frame to the next, a pulse that `evaluate`'s flicker counted
+    (docs/benchmarks.md, "The mark eased across its flips"). The reader is unchanged: the frames next to a
+    flip carry less of the mark."""
+    reach = len(EASE) // 2
+    total = sum(w * symbols(max(index + d, 0), payload) for w, d in zip(EASE, range(-reach, reach + 1), strict=True))
+    return total / float(sum(EASE))
 
 
 def _highpass(luma: np.ndarray) -> np.ndarray:
@@ -230,8 +243,8 @@ def allowance(frame: np.ndarray, matrix: np.ndarray, share: float = JND_SHARE) -
 def embed(frame: np.ndarray, landmarks: np.ndarray, payload: int, *, index: int = 0,
           region: tuple[np.ndarray, np.ndarray] | None = None, share: float = JND_SHARE) -> np.ndarray:
     """`frame` (RGB uint8, changed in place and returned) with `payload` marked on the face at `landmarks`,
-    each group's sign that of `symbols(index, payload)`: `index` is the frame's place in its video (0 for
-    a photo).
+    each group's sign that of `symbols(index, payload)` (eased across flips, `eased_symbols`): `index` is the
+    frame's place in its video (0 for a photo).
 
     Each pixel of the face changes by its whole allowance (`allowance`), up or down as its cell's chip
     and group's symbol say: under a per-pixel limit, that gives every group the largest correlation.
@@ -245,7 +258,7 @@ def embed(frame: np.ndarray, landmarks: np.ndarray, payload: int, *, index: int 
         mask, mask_matrix = region
         amplitude *= cv2.warpAffine(np.asarray(mask, dtype=np.float32), _compose(matrix, align.invert(mask_matrix)),
                                     (MARK_SIZE, MARK_SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
-    signs = symbols(index, payload).astype(np.float32)
+    signs = eased_symbols(index, payload).astype(np.float32)
     chips = _soft_cells(layout.cells * signs[layout.owner])
     _add_in_frame(frame, amplitude * chips, matrix)
     return frame
