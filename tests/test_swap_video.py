@@ -199,8 +199,8 @@ def test_frame_times_follow_the_source_packets(data_dir):
     assert len(cfr.times) == 125 and np.allclose(np.diff(cfr.times), 0.04)
 
 
-def test_the_membrane_and_the_shading_are_steadied_along_the_face_track(swapper, short_clip, monkeypatch):
-    """Each frame's Poisson membrane and coarse shading go through their face track's low-pass at the frame's
+def test_the_membrane_and_the_face_are_steadied_along_the_face_track(swapper, short_clip, monkeypatch):
+    """Each frame's Poisson membrane and new face go through their face track's low-pass at the frame's
     time: one track through the clip, its first frame unchanged, the frame-to-frame change of what is pasted
     well below that of what was computed."""
     from engine.swap import steady
@@ -217,7 +217,7 @@ def test_the_membrane_and_the_shading_are_steadied_along_the_face_track(swapper,
     info = probe_video(short_clip)
     frames = [f for batch in swap_frames(swapper, info, smooth=0.85, batch_size=8) for f in batch]
     rest = smoothing_params(0.85).min_cutoff
-    assert sorted(calls) == [rest, steady.SHADING_SPEEDUP * rest]  # the membrane's and the shading's
+    assert sorted(calls) == [rest, steady.FACE_SPEEDUP * rest]  # the membrane's and the face's
     for kind in calls.values():
         assert len(kind) == len(frames) == 40 and {track for track, *_ in kind} == {0}
         times = [t for _, t, *_ in kind]

@@ -15,7 +15,7 @@ face's size; `auto` picks it whenever the folder has a colour network.
 
 Poisson blending (the default) is solved in the aligned crop as a colour membrane (`engine.swap.membrane`);
 the face plus its membrane is then pasted with the feathered mask. A video steadies the membrane and the
-face's coarse shading along each face's track (`engine.swap.steady`). Mixed cloning and alpha go through
+face itself where it shimmers, along each face's track (`engine.swap.steady`). Mixed cloning and alpha go through
 `engine.swap.blend` in the frame.
 
 From the model through the colour correction (or the colour network), faces stay float tensors on
@@ -52,7 +52,7 @@ from engine.swap.masks import blend_mask
 from engine.swap.membrane import solve_membrane, with_membrane
 from engine.swap.selection import FaceSelector
 from engine.swap.settings import BLEND_SIZE, DETECT_SIZE, DIRECTIONS, NET_MODE, SwapSettings
-from engine.swap.steady import Steadier, with_steady_shading
+from engine.swap.steady import Steadier, with_steady_face
 
 MIN_SCORE = ExtractOptions.min_score  # the same bar as extraction, so swapped faces look like trained ones
 _SUPPORT_MARGIN = 4  # px of the aligned crop kept around the mask: the clone's boundary reads them
@@ -202,7 +202,7 @@ class Swapper:
         """Swap the faces at the given landmarks in each frame, all faces through the model in one batch.
 
         `indices` are the frames' places in their video (the mark's sign follows them, `watermark.code`);
-        None: 0 for each (photos). `steady` low-passes each face's coarse shading and Poisson membrane
+        None: 0 for each (photos). `steady` low-passes each face (where it shimmers) and its Poisson membrane
         along its track (videos: `engine.swap.steady`); None pastes each face on its own.
 
         Returns the new frames (copies) and, per frame, where each face went.
@@ -227,6 +227,8 @@ class Swapper:
                 mask = self._blend_mask(None if learned is None else learned[k])
                 matrix = align.alignment_matrix(points, size, self.coverage)
                 face, frame_crop = faces[k], None
+                if steady is not None:  # before the frame's detail, which moves with the frame as it is
+                    face = with_steady_face(face, partial(steady, i, j, "face"))
                 if self._settings.detail > 0 or self._settings.feature_detail > 0:
                     # the skin's band starts above what the pasted face carries, the features' above twice the
                     # model's own pixels, whatever the colour mode (so `--color-strength 0` stays Reinhard's face)
@@ -234,8 +236,6 @@ class Swapper:
                     face = with_detail(face, frame_crop, self.face_size,
                                        self._settings.detail, self._skin(size), self._settings.feature_detail,
                                        FEATURE_BAND * self.resolution)
-                if steady is not None:
-                    face = with_steady_shading(face, partial(steady, i, j, "shading"))
                 mode = self._settings.blend
                 if mode == "poisson":  # the membrane in the aligned crop, over what is pasted already
                     # until a face is pasted in this frame its output is the frame itself, whose crop is cut

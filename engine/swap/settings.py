@@ -96,7 +96,7 @@ class VideoSettings:
     """What a user sets for a video beyond `SwapSettings`: smoothing along each face's track and how often to
     detect."""
 
-    # 0 (off) to 1 (heaviest): landmarks, the Poisson membrane and the face's coarse shading (engine.swap.steady).
+    # 0 (off) to 1 (heaviest): landmarks, the Poisson membrane and the face where it shimmers (engine.swap.steady).
     # 0.85 against 0.5 cut flicker 0.02-0.04 on both talk pairs, landmark error level (mask as drawn; rows
     # "t-s85" in docs/likeness/swap-settings/membrane_smooth.jsonl against "m1" in membrane_cutoff.jsonl)
     smooth: float = 0.85

@@ -172,7 +172,7 @@ def _swapped(swapper: Swapper, video: VideoInfo, starts: dict[int, int] | None, 
 
 class _Tracking:
     """The face state of one run of frames: which are detected, flow tracking between them, smoothing of
-    each face track's landmarks, Poisson membrane and coarse shading."""
+    each face track's landmarks, Poisson membrane and face."""
 
     def __init__(self, start: int, smoother: LandmarkSmoother, tracker: FlowTracker, times: FrameTimes,
                  filters: dict[str, TrackLowPass] | None) -> None:
@@ -211,7 +211,7 @@ class _Tracking:
         return landmarks
 
     def steady(self, frame: int, face: int, what: str, value: np.ndarray) -> np.ndarray:
-        """`value` ("membrane" or "shading") of face `face` in frame `frame` of the last batch, low-passed
+        """`value` ("membrane" or "face") of face `face` in frame `frame` of the last batch, low-passed
         along its track (`engine.swap.steady`)."""
         if self.filters is None:
             return value
