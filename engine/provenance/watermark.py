@@ -135,8 +135,8 @@ def eased_symbols(index: int, payload: int) -> np.ndarray:
     before 0 count as frame 0), what `embed` marks. Inside a block it is the sign itself (a photo, frame 0,
     gets the whole mark); where a group's sign flips, the mark fades through it over a few frames instead of
     jumping by twice its amplitude from one frame to the next, a pulse that `evaluate`'s flicker counted
-    (docs/benchmarks.md, "The mark eased across its flips"). The reader is unchanged: the frames next to a
-    flip carry less of the mark."""
+    (docs/benchmarks.md, "The face steadied where it shimmers, and the mark eased across its flips"). The
+    reader is unchanged: the frames next to a flip carry less of the mark."""
     reach = len(EASE) // 2
     total = sum(w * symbols(max(index + d, 0), payload) for w, d in zip(EASE, range(-reach, reach + 1), strict=True))
     return total / float(sum(EASE))
